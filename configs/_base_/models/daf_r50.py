@@ -1,0 +1,76 @@
+# The complete DAF-net with ResNet-50 student and teacher (paper Fig. 4).
+# Ablations switch parts off by setting them to None (see configs/ablation/).
+# num_classes appears in the three heads and must match the dataset.
+pretrained = ('https://download.openmmlab.com/mmclassification/v0/resnet/'
+              'resnet50_8xb32_in1k_20210831-ea4938fc.pth')
+
+model = dict(
+    type='DAFClassifier',
+    # Student: C3, C4, C5 feed the location heatmap and the FPN.
+    backbone=dict(
+        type='ResNet',
+        depth=50,
+        out_indices=(1, 2, 3),
+        style='pytorch',
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone'),
+    ),
+    head=dict(
+        type='LinearClsHead',
+        num_classes=200,
+        in_channels=2048,
+        loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+        topk=(1, ),
+    ),
+    location_heatmap=dict(type='LocationHeatmap'),
+    sppn_neck=dict(
+        _scope_='mmdet',
+        type='FPN',
+        in_channels=[512, 1024, 2048],
+        out_channels=256,
+        num_outs=3,
+    ),
+    sppn_head=dict(
+        _scope_='mmdet',
+        type='SPPNHead',
+        in_channels=256,
+        feat_channels=256,
+        num_parts=4,  # N: parts per object (paper: 4 for birds)
+        nms_iou_thr=0.25,
+        loss_rank=dict(type='PartRankingLoss', margin=1.0, loss_weight=1.0),
+        loss_overlap=dict(type='PartOverlapLoss', alpha=1.0, loss_weight=1.0),
+        loss_area=dict(type='PartAreaLoss', loss_weight=1.0),
+    ),
+    part_images=dict(blur_sigma_ratio=1 / 50, noise_std=1.0, scale=1.0),
+    loss_concentrate=dict(type='ConcentrateLoss', top_m=3, loss_weight=1.0),
+    teacher=dict(
+        # 5 input channels: image, location heatmap, box saliency mask. The two
+        # extra channels of conv1 start at zero when loading ImageNet weights.
+        backbone=dict(
+            type='ExpandedInputResNet',
+            depth=50,
+            in_channels=5,
+            out_indices=(2, 3),
+            style='pytorch',
+            init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone'),
+        ),
+        # Output size reduced_channels**2 / num_groups = 512**2 / 16 = 16384.
+        neck=dict(type='PAFBilinearNeck', in_channels=2048, reduced_channels=512,
+                  num_groups=16),
+        head=dict(
+            type='LinearClsHead',
+            num_classes=200,
+            in_channels=16384,
+            loss=dict(type='CrossEntropyLoss', loss_weight=1.0),
+            topk=(1, ),
+        ),
+    ),
+    # Hint on C4 (1024 channels in both nets), soft targets at T=4.
+    distill=dict(
+        student_channels=1024,
+        teacher_channels=1024,
+        loss_hint=dict(type='HintLoss', loss_weight=1.0),
+        loss_soft=dict(type='SoftTargetLoss', temperature=4.0, loss_weight=1.0),
+    ),
+    fusion_head=dict(type='ClassScoreFusionHead', num_classes=200),
+    loss_weights=dict(student=1.0, teacher=1.0, fusion=1.0),
+)

@@ -1,0 +1,10 @@
+# A short schedule for the synthetic set on CPU (minutes, not hours): momentum
+# SGD as in the paper, with a larger lr because the nets start from scratch.
+optim_wrapper = dict(
+    optimizer=dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=1e-4))
+
+param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=8, eta_min=1e-4)
+
+train_cfg = dict(by_epoch=True, max_epochs=8, val_interval=4)
+val_cfg = dict()
+test_cfg = dict()

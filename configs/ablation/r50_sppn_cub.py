@@ -1,0 +1,10 @@
+# Paper Table 3, row 2: ResNet-50 + SPPN (student only, no location heatmap:
+# every anchor is a candidate and R_area uses the whole image as S).
+_base_ = [
+    '../_base_/models/daf_r50.py',
+    '../_base_/datasets/cub.py',
+    '../_base_/schedules/fgvc_sgd_100e.py',
+    '../_base_/default_runtime.py',
+]
+
+model = dict(location_heatmap=None, teacher=None, distill=None, fusion_head=None)

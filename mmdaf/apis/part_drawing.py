@@ -1,0 +1,160 @@
+"""Pictures of where DAF-net looks: the location heatmap and the part boxes.
+
+One drawing function, :func:`draw_parts`, shared by ``tools/infer.py`` (through
+:class:`~mmdaf.apis.DAFInferencer`) and the validation-time
+:class:`~mmdaf.engine.PartVisualizationHook`.
+"""
+from typing import Optional, Tuple, Union
+
+import cv2
+import numpy as np
+import torch
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+
+# Box colours (RGB) by rank: the best-scored part first.
+PART_COLORS: Tuple[Tuple[int, int, int], ...] = (
+    (255, 40, 40),    # red
+    (40, 220, 40),    # green
+    (40, 120, 255),   # blue
+    (255, 200, 0),    # yellow
+    (255, 0, 255),    # magenta
+    (0, 230, 230),    # cyan
+    (255, 128, 0),    # orange
+    (160, 60, 255),   # violet
+)
+
+
+def _to_numpy(value: ArrayLike, name: str) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        return value.detach().float().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    raise TypeError(f'{name} must be a numpy array or a torch tensor, '
+                    f'got {type(value).__name__}')
+
+
+def overlay_heatmap(image_rgb: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5,
+                    colormap: int = cv2.COLORMAP_JET) -> np.ndarray:
+    """Blend a colour-mapped heatmap onto an image, weighted by the heat.
+
+    Each pixel becomes ``(1 - alpha * h) * image + alpha * h * colour(h)``, so
+    cold pixels (h = 0) keep the image and the hottest are ``alpha`` colour:
+    the picture shows the object region, not a blue wash over the background.
+
+    Args:
+        image_rgb (np.ndarray): (H, W, 3) uint8.
+        heatmap (np.ndarray): (h, w) float; values are clipped to [0, 1] and
+            resized bilinearly to (H, W).
+        alpha (float): opacity of the hottest pixels, in [0, 1].
+        colormap (int): an OpenCV colour map id.
+
+    Returns:
+        np.ndarray: (H, W, 3) uint8.
+    """
+    height, width = image_rgb.shape[:2]
+    heat = np.clip(heatmap.astype(np.float32), 0.0, 1.0)
+    if heat.shape != (height, width):
+        heat = cv2.resize(heat, (width, height), interpolation=cv2.INTER_LINEAR)
+    heat_u8 = np.round(heat * 255).astype(np.uint8)
+    colour = cv2.cvtColor(cv2.applyColorMap(heat_u8, colormap), cv2.COLOR_BGR2RGB)
+    weight = alpha * heat[..., None]
+    blended = (1.0 - weight) * image_rgb.astype(np.float32) + weight * colour
+    return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def draw_boxes(image_rgb: np.ndarray, boxes_xyxy: np.ndarray, scores: np.ndarray,
+               thickness: Optional[int] = None) -> np.ndarray:
+    """Draw part boxes with their rank (1 = highest score) and score.
+
+    Box ``r`` (in descending score order) gets ``PART_COLORS[r % 8]``; the label
+    ``"<rank>:<score>"`` is written inside its top-left corner.
+
+    Args:
+        image_rgb (np.ndarray): (H, W, 3) uint8 (not modified).
+        boxes_xyxy (np.ndarray): (N, 4) boxes in pixels of ``image_rgb``.
+        scores (np.ndarray): (N,) part scores.
+        thickness (int, optional): line width; default about 1/100 of the
+            shorter image side, at least 1.
+
+    Returns:
+        np.ndarray: (H, W, 3) uint8.
+    """
+    canvas = np.ascontiguousarray(image_rgb.copy())
+    height, width = canvas.shape[:2]
+    short_side = min(height, width)
+    if thickness is None:
+        thickness = max(1, int(round(short_side / 100)))
+    font_scale = max(0.25, short_side / 500)
+    order = np.argsort(-scores, kind='stable')
+    for rank, index in enumerate(order):
+        colour = PART_COLORS[rank % len(PART_COLORS)]
+        x1, y1, x2, y2 = boxes_xyxy[index]
+        x1, x2 = (int(round(np.clip(v, 0, width - 1))) for v in (x1, x2))
+        y1, y2 = (int(round(np.clip(v, 0, height - 1))) for v in (y1, y2))
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
+        label = f'{rank + 1}:{float(scores[index]):.2f}'
+        (_, text_height), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX,
+                                              font_scale, 1)
+        text_origin = (x1 + thickness + 1,
+                       min(height - 1, y1 + thickness + text_height))
+        cv2.putText(canvas, label, text_origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    colour, 1, cv2.LINE_AA)
+    return canvas
+
+
+def draw_parts(image_rgb: np.ndarray,
+               heatmap: Optional[ArrayLike] = None,
+               boxes: Optional[ArrayLike] = None,
+               scores: Optional[ArrayLike] = None,
+               alpha: float = 0.5) -> np.ndarray:
+    """The picture of what DAF-net looks at: heatmap overlay plus part boxes.
+
+    Args:
+        image_rgb (np.ndarray): (H, W, 3) uint8 RGB image, in the coordinates
+            of ``boxes``.
+        heatmap (np.ndarray | Tensor, optional): (h, w) or (1, h, w) location
+            heatmap in [0, 1] covering the whole image (any resolution, e.g.
+            the stride-8 grid); None draws no overlay.
+        boxes (np.ndarray | Tensor, optional): (N, 4) xyxy part boxes in pixels
+            of ``image_rgb``; None draws no boxes.
+        scores (np.ndarray | Tensor, optional): (N,) part scores; required
+            with ``boxes``.
+        alpha (float): heatmap opacity at heat 1, in [0, 1]. Defaults to 0.5.
+
+    Returns:
+        np.ndarray: (H, W, 3) uint8, a new array.
+    """
+    if not isinstance(image_rgb, np.ndarray) or image_rgb.dtype != np.uint8 \
+            or image_rgb.ndim != 3 or image_rgb.shape[2] != 3:
+        if isinstance(image_rgb, np.ndarray):
+            description = f'{image_rgb.dtype} array of shape {image_rgb.shape}'
+        else:
+            description = type(image_rgb).__name__
+        raise ValueError(f'image_rgb must be a uint8 array of shape (H, W, 3), got '
+                         f'{description}')
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f'alpha must be in [0, 1], got {alpha}')
+    canvas = image_rgb.copy()
+
+    if heatmap is not None:
+        heat = _to_numpy(heatmap, 'heatmap')
+        if heat.ndim == 3 and heat.shape[0] == 1:
+            heat = heat[0]
+        if heat.ndim != 2:
+            raise ValueError(f'heatmap must have shape (h, w) or (1, h, w), got '
+                             f'{tuple(heat.shape)}')
+        canvas = overlay_heatmap(canvas, heat, alpha)
+
+    if boxes is not None:
+        if scores is None:
+            raise ValueError('scores must be given with boxes')
+        boxes_xyxy = _to_numpy(boxes, 'boxes').astype(np.float64)
+        part_scores = _to_numpy(scores, 'scores').astype(np.float64).reshape(-1)
+        if boxes_xyxy.ndim != 2 or boxes_xyxy.shape[1] != 4:
+            raise ValueError(f'boxes must have shape (N, 4), got {boxes_xyxy.shape}')
+        if part_scores.shape[0] != boxes_xyxy.shape[0]:
+            raise ValueError(f'scores must have shape ({boxes_xyxy.shape[0]},) to '
+                             f'match boxes, got {part_scores.shape}')
+        canvas = draw_boxes(canvas, boxes_xyxy, part_scores)
+    return canvas

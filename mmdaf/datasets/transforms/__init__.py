@@ -1,0 +1,1 @@
+from .loading import LoadImageFromFileSafe, decode_image_rgb  # noqa: F401

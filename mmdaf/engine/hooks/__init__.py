@@ -1,0 +1,7 @@
+from .atomic_checkpoint_hook import (  # noqa: F401
+    AtomicCheckpointHook,
+    AtomicLocalBackend,
+    atomic_write,
+)
+from .finite_loss_hook import FiniteLossHook  # noqa: F401
+from .num_classes_check_hook import NumClassesCheckHook  # noqa: F401

@@ -1,0 +1,1 @@
+from .stream_accuracy import StreamAccuracy  # noqa: F401

@@ -1,0 +1,1 @@
+from . import backbones, classifiers, dense_heads, heads, losses, necks, utils  # noqa: F401

@@ -1,0 +1,2 @@
+# Each component module is imported here so that importing mmdaf registers it.
+from .expanded_input_resnet import ExpandedInputResNet  # noqa: F401

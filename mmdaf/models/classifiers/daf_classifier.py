@@ -1,0 +1,438 @@
+"""DAF-net: student (heatmap + SPPN + part images), teacher, distillation, fusion."""
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from mmpretrain.models.classifiers import BaseClassifier
+from mmpretrain.registry import MODELS
+from mmpretrain.structures import DataSample
+from torch import Tensor
+
+from ..utils.part_images import boxes_to_saliency_mask, make_part_images
+
+LOSS_GROUPS = ('student', 'teacher', 'fusion')
+
+
+class StudentOutput(NamedTuple):
+    """What the student pass produces for one batch.
+
+    Attributes:
+        feats: backbone stages (C3, C4, C5).
+        logits: (B, K) student class logits.
+        heatmap: (B, 1, h8, w8) location heatmap in [0, 1], or None without LHM.
+        object_mask: (B, 1, h8, w8) bool, or None without LHM.
+        object_area: (B,) object area S in input pixels.
+        boxes: (B, N, 4) part boxes, xyxy input pixels, or None without SPPN.
+        box_scores: (B, N) SPPN scores of the boxes (not detached), or None.
+    """
+    feats: Tuple[Tensor, ...]
+    logits: Tensor
+    heatmap: Optional[Tensor]
+    object_mask: Optional[Tensor]
+    object_area: Tensor
+    boxes: Optional[Tensor]
+    box_scores: Optional[Tensor]
+
+
+class TeacherOutput(NamedTuple):
+    """Teacher pass: backbone stages, (B, K) logits, the neck's grouping loss."""
+    feats: Tuple[Tensor, ...]
+    logits: Tensor
+    grouping_loss: Optional[Tensor]
+
+
+def _build(cfg, registry=MODELS) -> Optional[nn.Module]:
+    if cfg is None or isinstance(cfg, nn.Module):
+        return cfg
+    return registry.build(cfg)
+
+
+def make_hint_regressor(student_channels: int, teacher_channels: int) -> nn.Module:
+    """1x1 conv + BN mapping the student's hint stage onto the teacher's."""
+    return nn.Sequential(
+        nn.Conv2d(student_channels, teacher_channels, kernel_size=1, bias=False),
+        nn.BatchNorm2d(teacher_channels))
+
+
+def global_average_pool(feat: Tensor) -> Tensor:
+    """(B, C, h, w) -> (B, C)."""
+    return feat.mean(dim=(2, 3))
+
+
+class Teacher(BaseModule):
+    """The teacher net: a backbone on the 5-channel input, a neck that takes the
+    saliency mask (``PAFBilinearNeck``), and a classification head.
+
+    Args:
+        backbone (dict): e.g. ``ExpandedInputResNet`` with ``in_channels=5`` and
+            ``out_indices=(2, 3)`` (C4 for the hint, C5 for the neck).
+        neck (dict): a neck called as ``neck(feats, saliency_mask=...,
+            return_grouping_loss=True)``.
+        head (dict): an mmpretrain ``ClsHead`` on the neck's output.
+    """
+
+    def __init__(self, backbone: dict, neck: dict, head: dict,
+                 init_cfg: Optional[dict] = None) -> None:
+        super().__init__(init_cfg=init_cfg)
+        self.backbone = _build(backbone)
+        self.neck = _build(neck)
+        self.head = _build(head)
+
+    def forward(self, teacher_input: Tensor, saliency_mask: Tensor) -> TeacherOutput:
+        feats = self.backbone(teacher_input)
+        pooled, grouping_loss = self.neck(
+            feats, saliency_mask=saliency_mask, return_grouping_loss=True)
+        return TeacherOutput(feats, self.head(pooled), grouping_loss)
+
+
+@MODELS.register_module()
+class DAFClassifier(BaseClassifier):
+    """DAF-net (Dual Attention Fusion) for fine-grained classification.
+
+    Every part below is switched by config, so that the paper's ablations
+    (Table 3) are configs:
+
+    - student only (``location_heatmap``, ``sppn_*``, ``teacher``,
+      ``fusion_head`` all None): a ResNet + GAP + linear head, the baseline;
+    - ``+ SPPN``: ``sppn_neck`` and ``sppn_head`` set; all anchors are
+      candidates;
+    - ``+ LHM``: ``location_heatmap`` set; SPPN candidates are the anchors whose
+      centre lies in the object mask, and R_area uses the object area S;
+    - ``+ teacher``: ``teacher`` (and usually ``fusion_head``) set;
+    - ``+ distillation``: ``distill`` set.
+
+    Training step (shapes for a batch of B images of H x W, N parts, K classes):
+
+    1. student backbone -> (C3, C4, C5); GAP(C5) -> student head -> z_s (B, K),
+       loss ``loss_pred``;
+    2. location heatmap from (C3, C4, C5): heatmap (B,1,H/8,W/8), object mask,
+       object area S (B,);
+    3. FPN(C3..C5) -> SPPN head -> N boxes (B,N,4) and undetached scores (B,N);
+    4. part images (B*N,3,H,W) -> ONE batched pass through the student backbone
+       and head -> part logits (B,N,K); losses ``loss_rank``, ``loss_overlap``,
+       ``loss_area`` (SPPN head) and ``loss_con`` (concentrate);
+    5. teacher on concat(img, heatmap, box saliency mask) (B,5,H,W) -> z_t,
+       losses ``loss_teacher`` and ``loss_group`` (the neck's grouping loss);
+    6. distillation: ``loss_hint`` (regressor(student C4) vs teacher C4) and
+       ``loss_soft`` (KL at temperature T); the teacher side is detached;
+    7. fusion head on (z_s, z_t) -> fused logits, ``loss_csf``.
+
+    The total is ``a * L_student + b * L_teacher + c * L_csf`` with
+    ``loss_weights=dict(student=a, teacher=b, fusion=c)``; every loss is
+    returned already weighted, under its own name, so the log shows each term.
+
+    Prediction returns the fused score as ``pred_score`` (falling back to the
+    teacher's, then the student's, when a part is switched off), plus
+    ``student_score``, ``teacher_score``, ``part_boxes`` (N,4), ``part_scores``
+    (N,) and ``heatmap`` (1,H/8,W/8) on each data sample.
+
+    Args:
+        backbone (dict): student backbone; must return the three stages
+            (C3, C4, C5), e.g. mmpretrain ``ResNet`` with ``out_indices=(1, 2, 3)``.
+        head (dict): student classification head on GAP(C5), e.g.
+            ``LinearClsHead``; its loss is L_pred.
+        location_heatmap (dict, optional): ``LocationHeatmap`` config; None
+            turns the LHM off.
+        sppn_neck (dict, optional): mmdet ``FPN`` config (``_scope_='mmdet'``)
+            on (C3, C4, C5).
+        sppn_head (dict, optional): mmdet ``SPPNHead`` config
+            (``_scope_='mmdet'``). Needs ``sppn_neck``.
+        part_images (dict): part image options: ``blur_sigma_ratio`` (Gaussian
+            blur sigma as a fraction of the image side; our default 1/50),
+            ``noise_std`` (Gaussian noise std on the normalised image; default
+            1.0) and ``scale`` (part images are resized by this factor before
+            the backbone pass; default 1.0, the paper's full size).
+        loss_concentrate (dict, optional): ``ConcentrateLoss`` config.
+        teacher (dict, optional): ``dict(backbone=..., neck=..., head=...)``,
+            see :class:`Teacher`.
+        distill (dict, optional): ``dict(student_channels, teacher_channels,
+            student_index=1, teacher_index=0, loss_hint=..., loss_soft=...)``.
+            ``student_index``/``teacher_index`` pick the hint stage (C4) from
+            the two backbones' outputs. The regressor is a 1x1 conv + BN.
+        fusion_head (dict, optional): ``ClassScoreFusionHead`` config.
+        fusion_detach_inputs (bool): whether the fusion loss stops at the
+            student and teacher logits (train only the fusion layer) or also
+            trains both nets. Our default: False (the paper trains jointly).
+        loss_weights (dict): a, b, c of the total loss, keys ``student``,
+            ``teacher``, ``fusion``. Defaults to all 1.
+        data_preprocessor (dict, optional): defaults to ``ClsDataPreprocessor``.
+        init_cfg (dict, optional): initialisation config.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 head: dict,
+                 location_heatmap: Optional[dict] = None,
+                 sppn_neck: Optional[dict] = None,
+                 sppn_head: Optional[dict] = None,
+                 part_images: Optional[dict] = None,
+                 loss_concentrate: Optional[dict] = None,
+                 teacher: Optional[dict] = None,
+                 distill: Optional[dict] = None,
+                 fusion_head: Optional[dict] = None,
+                 fusion_detach_inputs: bool = False,
+                 loss_weights: Optional[Dict[str, float]] = None,
+                 data_preprocessor: Optional[dict] = None,
+                 init_cfg: Optional[dict] = None) -> None:
+        data_preprocessor = data_preprocessor or {}
+        if isinstance(data_preprocessor, dict):
+            data_preprocessor.setdefault('type', 'ClsDataPreprocessor')
+        super().__init__(init_cfg=init_cfg, data_preprocessor=data_preprocessor)
+        if (sppn_neck is None) != (sppn_head is None):
+            raise ValueError('DAFClassifier: sppn_neck and sppn_head must be set '
+                             f'together, got sppn_neck={sppn_neck!r}, '
+                             f'sppn_head={sppn_head!r}')
+        if distill is not None and teacher is None:
+            raise ValueError('DAFClassifier: distill needs a teacher (teacher=None)')
+        if fusion_head is not None and teacher is None:
+            raise ValueError('DAFClassifier: fusion_head needs a teacher '
+                             '(teacher=None)')
+
+        self.backbone = _build(backbone)
+        self.head = _build(head)
+        self.location_heatmap = _build(location_heatmap)
+        self.sppn_neck = _build(sppn_neck)
+        self.sppn_head = _build(sppn_head)
+        self.loss_concentrate = _build(loss_concentrate)
+        self.part_image_cfg = dict(blur_sigma_ratio=1 / 50, noise_std=1.0, scale=1.0)
+        unknown = set(part_images or {}) - set(self.part_image_cfg)
+        if unknown:
+            raise ValueError(f'DAFClassifier: unknown part_images keys {sorted(unknown)}; '
+                             f'expected some of {sorted(self.part_image_cfg)}')
+        self.part_image_cfg.update(part_images or {})
+
+        self.teacher = Teacher(**teacher) if isinstance(teacher, dict) else teacher
+        self.distill_cfg = None
+        if distill is not None:
+            distill = dict(distill)
+            self.hint_regressor = make_hint_regressor(
+                distill.pop('student_channels'), distill.pop('teacher_channels'))
+            self.loss_hint = _build(distill.pop('loss_hint', dict(type='HintLoss')))
+            self.loss_soft = _build(
+                distill.pop('loss_soft', dict(type='SoftTargetLoss', temperature=4.0)))
+            self.distill_cfg = dict(student_index=distill.pop('student_index', 1),
+                                    teacher_index=distill.pop('teacher_index', 0))
+            if distill:
+                raise ValueError(f'DAFClassifier: unknown distill keys {sorted(distill)}')
+        self.fusion_head = _build(fusion_head)
+        self.fusion_detach_inputs = fusion_detach_inputs
+
+        self.loss_weights = dict.fromkeys(LOSS_GROUPS, 1.0)
+        unknown = set(loss_weights or {}) - set(LOSS_GROUPS)
+        if unknown:
+            raise ValueError(f'DAFClassifier: unknown loss_weights keys {sorted(unknown)}; '
+                             f'expected some of {LOSS_GROUPS}')
+        self.loss_weights.update(loss_weights or {})
+
+    # ------------------------------------------------------------------ switches
+    @property
+    def with_sppn(self) -> bool:
+        return self.sppn_head is not None
+
+    @property
+    def with_teacher(self) -> bool:
+        return self.teacher is not None
+
+    @property
+    def with_distill(self) -> bool:
+        return self.distill_cfg is not None
+
+    @property
+    def with_fusion(self) -> bool:
+        return self.fusion_head is not None
+
+    # ------------------------------------------------------------------ passes
+    def extract_feat(self, inputs: Tensor, stage: str = 'backbone'):
+        """Student features: ``'backbone'`` -> (C3, C4, C5); ``'pre_logits'``
+        -> GAP(C5) (B, C)."""
+        if stage not in ('backbone', 'pre_logits'):
+            raise ValueError(f'stage must be "backbone" or "pre_logits", got {stage!r}')
+        feats = self.backbone(inputs)
+        return feats if stage == 'backbone' else global_average_pool(feats[-1])
+
+    def student_logits(self, feats: Sequence[Tensor]) -> Tensor:
+        """(C3, C4, C5) -> (B, K) logits of the student head on GAP(C5)."""
+        return self.head((global_average_pool(feats[-1]), ))
+
+    def run_student(self, inputs: Tensor) -> StudentOutput:
+        """Student backbone and head, location heatmap, SPPN proposals."""
+        batch_size, _, height, width = inputs.shape
+        feats = self.extract_feat(inputs)
+        logits = self.student_logits(feats)
+
+        heatmap = object_mask = None
+        object_area = inputs.new_full((batch_size, ), float(height * width))
+        if self.location_heatmap is not None:
+            heat = self.location_heatmap(feats, (height, width))
+            heatmap, object_mask, object_area = heat.heatmap, heat.object_mask, \
+                heat.object_area
+
+        boxes = box_scores = None
+        if self.with_sppn:
+            boxes, box_scores = self.sppn_head.propose(
+                self.sppn_neck(feats), (height, width), object_mask)
+        return StudentOutput(feats, logits, heatmap, object_mask, object_area, boxes,
+                             box_scores)
+
+    def part_logits(self, inputs: Tensor, boxes: Tensor) -> Tensor:
+        """Logits of the B*N part images from ONE batched student pass.
+
+        Returns:
+            Tensor: (B, N, K).
+        """
+        batch_size, num_parts = boxes.shape[:2]
+        side = max(inputs.shape[-2:])
+        part_imgs = make_part_images(
+            inputs, boxes.detach(),
+            blur_sigma=self.part_image_cfg['blur_sigma_ratio'] * side,
+            noise_std=self.part_image_cfg['noise_std'])
+        if self.part_image_cfg['scale'] != 1.0:
+            part_imgs = F.interpolate(
+                part_imgs, scale_factor=self.part_image_cfg['scale'],
+                mode='bilinear', align_corners=False)
+        logits = self.student_logits(self.backbone(part_imgs))
+        return logits.view(batch_size, num_parts, -1)
+
+    def teacher_input(self, inputs: Tensor, student: StudentOutput) -> Tuple[Tensor, Tensor]:
+        """The teacher's 5-channel input and the saliency mask.
+
+        Channel 4 is the location heatmap upsampled to the input (all ones
+        without LHM); channel 5 the union of the N part boxes (all ones without
+        SPPN).
+
+        Returns:
+            tuple: (B, 5, H, W) teacher input, (B, 1, H, W) saliency mask.
+        """
+        batch_size, _, height, width = inputs.shape
+        if student.heatmap is not None:
+            heatmap = F.interpolate(student.heatmap.detach().to(inputs.dtype),
+                                    size=(height, width), mode='bilinear',
+                                    align_corners=False)
+        else:
+            heatmap = inputs.new_ones((batch_size, 1, height, width))
+        if student.boxes is not None:
+            saliency = boxes_to_saliency_mask(student.boxes.detach(),
+                                              (height, width)).to(inputs.dtype)
+        else:
+            saliency = inputs.new_ones((batch_size, 1, height, width))
+        return torch.cat([inputs, heatmap, saliency], dim=1), saliency
+
+    def fused_logits(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+        streams = (student_logits, teacher_logits)
+        if self.fusion_detach_inputs:
+            streams = tuple(s.detach() for s in streams)
+        return self.fusion_head(streams)
+
+    # ------------------------------------------------------------------ modes
+    def forward(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
+                mode: str = 'tensor'):
+        """``'tensor'``: the logits used for prediction (B, K); ``'loss'``: a
+        dict of weighted losses; ``'predict'``: a list of DataSample."""
+        if mode == 'tensor':
+            return self.predict_logits(inputs)[0]
+        if mode == 'loss':
+            return self.loss(inputs, data_samples)
+        if mode == 'predict':
+            return self.predict(inputs, data_samples)
+        raise RuntimeError(f'Invalid mode "{mode}".')
+
+    def loss(self, inputs: Tensor, data_samples: List[DataSample]) -> Dict[str, Tensor]:
+        """All DAF losses of one batch, each already weighted (see class doc)."""
+        labels = torch.cat([sample.gt_label for sample in data_samples])
+        student = self.run_student(inputs)
+        weight_s = self.loss_weights['student']
+        weight_t = self.loss_weights['teacher']
+        weight_f = self.loss_weights['fusion']
+
+        losses = {}
+        pred = self.head._get_loss(student.logits, data_samples)
+        losses['loss_pred'] = weight_s * pred.pop('loss')
+        losses.update({f'student_{k}': v for k, v in pred.items()})
+
+        if self.with_sppn:
+            part_logits = self.part_logits(inputs, student.boxes)
+            num_parts = part_logits.shape[1]
+            part_ce = F.cross_entropy(
+                part_logits.flatten(0, 1).float(), labels.repeat_interleave(num_parts),
+                reduction='none').view(-1, num_parts)
+            sppn_losses = self.sppn_head.loss(student.boxes, student.box_scores,
+                                              part_ce, student.object_area)
+            losses.update({k: weight_s * v for k, v in sppn_losses.items()})
+            if self.loss_concentrate is not None:
+                losses['loss_con'] = weight_s * self.loss_concentrate(part_logits, labels)
+
+        if not self.with_teacher:
+            return losses
+
+        teacher_in, saliency = self.teacher_input(inputs, student)
+        teacher = self.teacher(teacher_in, saliency)
+        teacher_pred = self.teacher.head._get_loss(teacher.logits, data_samples)
+        losses['loss_teacher'] = weight_t * teacher_pred.pop('loss')
+        losses.update({f'teacher_{k}': v for k, v in teacher_pred.items()})
+        if teacher.grouping_loss is not None:
+            losses['loss_group'] = weight_t * teacher.grouping_loss
+
+        if self.with_distill:
+            hint_pred = self.hint_regressor(student.feats[self.distill_cfg['student_index']])
+            hint = teacher.feats[self.distill_cfg['teacher_index']]
+            losses['loss_hint'] = weight_s * self.loss_hint(hint_pred, hint)
+            losses['loss_soft'] = weight_s * self.loss_soft(student.logits, teacher.logits)
+
+        if self.with_fusion:
+            fused = self.fused_logits(student.logits, teacher.logits)
+            fusion_pred = self.fusion_head._get_loss(fused, data_samples)
+            losses['loss_csf'] = weight_f * fusion_pred.pop('loss')
+            losses.update({f'fusion_{k}': v for k, v in fusion_pred.items()})
+        return losses
+
+    def predict_logits(self, inputs: Tensor) -> Tuple[Tensor, Dict[str, Optional[Tensor]]]:
+        """The prediction logits and everything shown to users.
+
+        Returns:
+            tuple: (B, K) logits of the best available stream (fused, else
+            teacher, else student) and a dict with ``student_logits``,
+            ``teacher_logits``, ``part_boxes`` (B,N,4), ``part_scores`` (B,N),
+            ``heatmap`` (B,1,H/8,W/8); absent parts are None.
+        """
+        student = self.run_student(inputs)
+        extras = dict(student_logits=student.logits, teacher_logits=None,
+                      part_boxes=student.boxes, part_scores=student.box_scores,
+                      heatmap=student.heatmap)
+        if not self.with_teacher:
+            return student.logits, extras
+        teacher_in, saliency = self.teacher_input(inputs, student)
+        teacher_logits = self.teacher(teacher_in, saliency).logits
+        extras['teacher_logits'] = teacher_logits
+        if not self.with_fusion:
+            return teacher_logits, extras
+        return self.fused_logits(student.logits, teacher_logits), extras
+
+    def predict(self, inputs: Tensor, data_samples: Optional[List[DataSample]] = None,
+                **kwargs) -> List[DataSample]:
+        """Fused prediction; also student/teacher scores, part boxes and scores,
+        and the heatmap on each data sample (see class doc)."""
+        logits, extras = self.predict_logits(inputs)
+        if data_samples is None:
+            data_samples = [DataSample() for _ in range(inputs.shape[0])]
+        scores = F.softmax(logits.float(), dim=1)
+        labels = scores.argmax(dim=1, keepdim=True)
+        student_scores = F.softmax(extras['student_logits'].float(), dim=1)
+        teacher_scores = None
+        if extras['teacher_logits'] is not None:
+            teacher_scores = F.softmax(extras['teacher_logits'].float(), dim=1)
+        for index, sample in enumerate(data_samples):
+            sample.set_pred_score(scores[index]).set_pred_label(labels[index])
+            sample.set_field(student_scores[index], 'student_score', dtype=Tensor)
+            if teacher_scores is not None:
+                sample.set_field(teacher_scores[index], 'teacher_score', dtype=Tensor)
+            if extras['part_boxes'] is not None:
+                sample.set_field(extras['part_boxes'][index].detach(), 'part_boxes',
+                                 dtype=Tensor)
+                sample.set_field(extras['part_scores'][index].detach(), 'part_scores',
+                                 dtype=Tensor)
+            if extras['heatmap'] is not None:
+                sample.set_field(extras['heatmap'][index].detach(), 'heatmap',
+                                 dtype=Tensor)
+        return data_samples

@@ -1,0 +1,7 @@
+# Each component module is imported here so that importing mmdaf registers it.
+from .location_heatmap import LocationHeatmap, LocationHeatmapOutput  # noqa: F401
+from .part_images import (  # noqa: F401
+    PartImageGenerator,
+    boxes_to_saliency_mask,
+    make_part_images,
+)

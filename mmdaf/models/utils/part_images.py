@@ -1,0 +1,185 @@
+"""Part images for evaluating part proposals (paper Sec. 3.3, Fig. 2).
+
+For each of the N boxes of an image, one part image keeps that box's pixels,
+adds noise to the other N-1 boxes and blurs everything else, so that the
+classifier sees the part with its (blurred) context.
+"""
+import math
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gaussian_kernel1d(sigma: float, radius: int, dtype: torch.dtype,
+                      device: torch.device) -> Tensor:
+    """Normalised 1-D Gaussian of length ``2 * radius + 1``."""
+    offsets = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    kernel = torch.exp(-0.5 * (offsets / sigma)**2)
+    return kernel / kernel.sum()
+
+
+def gaussian_blur(imgs: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of a (B, C, H, W) batch, reflect padding.
+
+    The kernel radius is ``ceil(3 * sigma)``, capped at ``min(H, W) - 1`` because
+    reflect padding cannot be wider than the image. ``sigma == 0`` returns the
+    input unchanged.
+
+    Args:
+        imgs (Tensor): (B, C, H, W) float images.
+        sigma (float): standard deviation in pixels, >= 0.
+
+    Returns:
+        Tensor: (B, C, H, W) blurred images, same dtype and device.
+    """
+    if sigma < 0:
+        raise ValueError(f'sigma must be >= 0, got {sigma}')
+    height, width = imgs.shape[-2:]
+    radius = min(math.ceil(3 * sigma), min(height, width) - 1)
+    if sigma == 0 or radius < 1:
+        return imgs
+    channels = imgs.shape[1]
+    kernel = gaussian_kernel1d(sigma, radius, imgs.dtype, imgs.device)
+    # One grouped conv per direction blurs every channel independently.
+    kernel_rows = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
+    kernel_cols = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
+    blurred = F.pad(imgs, (0, 0, radius, radius), mode='reflect')
+    blurred = F.conv2d(blurred, kernel_rows, groups=channels)
+    blurred = F.pad(blurred, (radius, radius, 0, 0), mode='reflect')
+    return F.conv2d(blurred, kernel_cols, groups=channels)
+
+
+def boxes_to_pixel_masks(boxes: Tensor, img_shape: Tuple[int, int]) -> Tensor:
+    """Which pixels each box covers.
+
+    Pixel (y, x) belongs to box (x1, y1, x2, y2) when its centre (x + 0.5, y + 0.5)
+    lies in [x1, x2) x [y1, y2); a box therefore covers exactly the pixels of
+    its integer span, and a zero-width box covers none.
+
+    Args:
+        boxes (Tensor): (B, N, 4) xyxy in input pixels; detached here.
+        img_shape (Tuple[int, int]): (H, W).
+
+    Returns:
+        Tensor: (B, N, H, W) bool.
+    """
+    _check_boxes(boxes)
+    height, width = img_shape
+    boxes = boxes.detach()
+    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
+    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
+    x1, y1, x2, y2 = (boxes[..., k, None] for k in range(4))  # each (B, N, 1)
+    in_cols = (xs >= x1) & (xs < x2)  # (B, N, W)
+    in_rows = (ys >= y1) & (ys < y2)  # (B, N, H)
+    return in_rows[..., :, None] & in_cols[..., None, :]
+
+
+def boxes_to_saliency_mask(boxes: Tensor, img_shape: Tuple[int, int]) -> Tensor:
+    """Union of the N boxes as a binary image (the teacher's extra channel).
+
+    Args:
+        boxes (Tensor): (B, N, 4) xyxy in input pixels.
+        img_shape (Tuple[int, int]): (H, W) of the input.
+
+    Returns:
+        Tensor: (B, 1, H, W) float in {0, 1}, dtype of ``boxes``.
+    """
+    pixel_masks = boxes_to_pixel_masks(boxes, img_shape)
+    return pixel_masks.any(dim=1, keepdim=True).to(boxes.dtype)
+
+
+def make_part_images(imgs: Tensor,
+                     boxes: Tensor,
+                     blur_sigma: float,
+                     noise_std: float = 1.0,
+                     generator: Optional[torch.Generator] = None) -> Tensor:
+    """Build the N part images of every image in one batched composition.
+
+    Part image ``b * N + i`` is image ``b`` with:
+
+    * the pixels of box ``i`` unchanged (bit-exact copies of ``imgs``);
+    * the pixels of the other N-1 boxes (outside box ``i``) replaced by
+      ``img + noise``, noise ~ N(0, noise_std^2) in normalised-image units;
+    * every other pixel Gaussian-blurred with ``blur_sigma`` (pixels).
+
+    The blur and the noise are computed once per image and shared by its N
+    part images. Box pixel masks are not differentiable (boxes are detached);
+    gradient reaches ``imgs`` only through the composed pixel values.
+
+    Args:
+        imgs (Tensor): (B, 3, H, W) normalised images.
+        boxes (Tensor): (B, N, 4) xyxy in input pixels.
+        blur_sigma (float): Gaussian blur sigma in pixels, >= 0.
+        noise_std (float): std of the additive noise, >= 0. Defaults to 1.0.
+        generator (torch.Generator, optional): generator on ``imgs.device``
+            for the noise, for reproducibility.
+
+    Returns:
+        Tensor: (B * N, 3, H, W) part images, image-major.
+    """
+    if not isinstance(imgs, Tensor) or imgs.dim() != 4:
+        raise ValueError(f'imgs must be a (B, C, H, W) tensor, got '
+                         f'{getattr(imgs, "shape", type(imgs))}')
+    _check_boxes(boxes)
+    if boxes.shape[0] != imgs.shape[0]:
+        raise ValueError(f'boxes has batch size {boxes.shape[0]}, imgs has '
+                         f'{imgs.shape[0]}')
+    if noise_std < 0:
+        raise ValueError(f'noise_std must be >= 0, got {noise_std}')
+    num_imgs, channels, height, width = imgs.shape
+    num_parts = boxes.shape[1]
+
+    blurred = gaussian_blur(imgs, blur_sigma)
+    noise = torch.randn(imgs.shape, generator=generator, dtype=imgs.dtype,
+                        device=imgs.device)
+    noisy = imgs + noise_std * noise
+
+    in_box = boxes_to_pixel_masks(boxes.to(imgs.dtype), (height, width))
+    boxes_covering = in_box.sum(dim=1, keepdim=True)  # (B, 1, H, W)
+    in_other_box = (boxes_covering - in_box.int()) > 0  # (B, N, H, W)
+
+    keep = in_box[:, :, None]  # (B, N, 1, H, W)
+    add_noise = in_other_box[:, :, None]
+    parts = torch.where(
+        keep, imgs[:, None],
+        torch.where(add_noise, noisy[:, None], blurred[:, None]))
+    return parts.reshape(num_imgs * num_parts, channels, height, width)
+
+
+class PartImageGenerator(nn.Module):
+    """Module wrapper of :func:`make_part_images` with a size-relative blur.
+
+    Args:
+        blur_sigma_ratio (float): blur sigma as a fraction of the longer image
+            side. Defaults to 1/50 (our choice, DESIGN.md: about 9 px at 448).
+        noise_std (float): std of the noise on the other boxes, in normalised
+            image units. Defaults to 1.0 (our choice).
+    """
+
+    def __init__(self, blur_sigma_ratio: float = 1 / 50, noise_std: float = 1.0):
+        super().__init__()
+        if blur_sigma_ratio < 0:
+            raise ValueError(
+                f'blur_sigma_ratio must be >= 0, got {blur_sigma_ratio}')
+        if noise_std < 0:
+            raise ValueError(f'noise_std must be >= 0, got {noise_std}')
+        self.blur_sigma_ratio = blur_sigma_ratio
+        self.noise_std = noise_std
+
+    def forward(self,
+                imgs: Tensor,
+                boxes: Tensor,
+                generator: Optional[torch.Generator] = None) -> Tensor:
+        """(B, 3, H, W) images, (B, N, 4) boxes -> (B * N, 3, H, W) images."""
+        blur_sigma = self.blur_sigma_ratio * max(imgs.shape[-2:])
+        return make_part_images(imgs, boxes, blur_sigma, self.noise_std,
+                                generator)
+
+
+def _check_boxes(boxes: Tensor) -> None:
+    if not isinstance(boxes, Tensor) or boxes.dim() != 3 or boxes.shape[-1] != 4:
+        raise ValueError(f'boxes must be a (B, N, 4) xyxy tensor, got '
+                         f'{getattr(boxes, "shape", type(boxes))}')

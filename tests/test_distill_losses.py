@@ -1,0 +1,71 @@
+import math
+
+import pytest
+import torch
+from mmpretrain.registry import MODELS
+
+from mmdaf.models.losses import HintLoss, SoftTargetLoss
+
+
+def softmax2(a, b):
+    """Two-class softmax by hand."""
+    return math.exp(a) / (math.exp(a) + math.exp(b)), math.exp(b) / (
+        math.exp(a) + math.exp(b))
+
+
+def test_soft_target_loss_by_hand():
+    temperature = 2.0
+    student = torch.tensor([[1.0, 0.0], [0.3, -0.2]])
+    teacher = torch.tensor([[0.0, 2.0], [0.3, -0.2]])
+    # Row 1: p_t = softmax([0, 1]), p_s = softmax([0.5, 0]).
+    pt = softmax2(0.0, 1.0)
+    ps = softmax2(0.5, 0.0)
+    kl_row1 = sum(t * (math.log(t) - math.log(s)) for t, s in zip(pt, ps))
+    # Row 2 has equal logits: KL 0. batchmean divides the sum by B = 2.
+    expected = 0.5 * temperature**2 * (kl_row1 + 0.0) / 2
+    loss_module = MODELS.build(
+        dict(type='SoftTargetLoss', temperature=temperature, loss_weight=0.5))
+    loss = loss_module(student, teacher)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    assert expected == pytest.approx(0.25740, abs=1e-5)
+
+
+def test_soft_target_loss_zero_for_equal_logits_and_default_temperature():
+    logits = torch.randn(4, 7, generator=torch.Generator().manual_seed(0))
+    loss_module = SoftTargetLoss()
+    assert loss_module.temperature == 4.0
+    assert loss_module(logits, logits.clone()).item() == pytest.approx(
+        0.0, abs=1e-6)
+
+
+def test_hint_loss_zero_and_hand_mse():
+    hint_loss = MODELS.build(dict(type='HintLoss', loss_weight=2.0))
+    regressed = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 1, 2, 2)
+    assert hint_loss(regressed, regressed.clone()).item() == 0.0
+    hint = torch.tensor([0.0, 4.0, 3.0, 5.0]).reshape(1, 1, 2, 2)
+    # Squared errors 1, 4, 0, 1 -> mean 1.5, times loss_weight 2.
+    assert hint_loss(regressed, hint).item() == pytest.approx(3.0)
+
+
+def test_gradients_stop_at_the_teacher():
+    torch.manual_seed(0)
+    student_logits = torch.randn(3, 5, requires_grad=True)
+    teacher_logits = torch.randn(3, 5, requires_grad=True)
+    student_feature = torch.randn(3, 4, 2, 2, requires_grad=True)
+    teacher_feature = torch.randn(3, 4, 2, 2, requires_grad=True)
+    loss = SoftTargetLoss()(student_logits, teacher_logits) + HintLoss()(
+        student_feature, teacher_feature)
+    loss.backward()
+    assert teacher_logits.grad is None
+    assert teacher_feature.grad is None
+    assert student_logits.grad.abs().sum() > 0
+    assert student_feature.grad.abs().sum() > 0
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match='same shape'):
+        HintLoss()(torch.zeros(1, 2, 3, 3), torch.zeros(1, 2, 4, 4))
+    with pytest.raises(ValueError, match=r'shape \(B, K\)'):
+        SoftTargetLoss()(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match='temperature must be > 0'):
+        SoftTargetLoss(temperature=0.0)

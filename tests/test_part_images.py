@@ -1,0 +1,125 @@
+import math
+
+import pytest
+import torch
+
+from mmdaf.models.utils import (
+    PartImageGenerator,
+    boxes_to_saliency_mask,
+    make_part_images,
+)
+from mmdaf.models.utils.part_images import gaussian_blur, gaussian_kernel1d
+
+# Two images of 24 x 32, N = 3 boxes each; image 0's boxes 0 and 1 overlap.
+BOXES = torch.tensor([
+    [[2.0, 3.0, 10.0, 9.0], [6.0, 5.0, 14.0, 12.0], [20.0, 15.0, 30.0, 22.0]],
+    [[0.0, 0.0, 5.0, 5.0], [10.0, 10.0, 12.0, 24.0], [25.0, 1.0, 32.0, 8.0]],
+])
+
+
+def _box_pixels(box, height, width):
+    """Hand rule: integer boxes cover rows y1:y2, cols x1:x2."""
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    x1, y1, x2, y2 = (int(v) for v in box)
+    mask[y1:y2, x1:x2] = True
+    return mask
+
+
+def test_kept_box_is_bit_exact_and_every_other_pixel_changes():
+    torch.manual_seed(0)
+    imgs = torch.randn(2, 3, 24, 32)
+    parts = make_part_images(imgs, BOXES, blur_sigma=2.0)
+    assert parts.shape == (6, 3, 24, 32)
+    for b in range(2):
+        for i in range(3):
+            part = parts[b * 3 + i]  # image-major order
+            kept = _box_pixels(BOXES[b, i], 24, 32)
+            assert torch.equal(part[:, kept], imgs[b][:, kept])
+            assert (part[:, ~kept] != imgs[b][:, ~kept]).all()
+
+
+def test_noise_and_blur_regions_hold_the_expected_values():
+    torch.manual_seed(0)
+    imgs = torch.randn(2, 3, 24, 32)
+    parts = make_part_images(imgs, BOXES, blur_sigma=1.5, noise_std=0.5,
+                             generator=torch.Generator().manual_seed(7))
+    noise = torch.randn(imgs.shape, generator=torch.Generator().manual_seed(7))
+    blurred = gaussian_blur(imgs, 1.5)
+    # Image 0, part 0: box 0 kept; box 1 minus box 0 noised; the rest blurred.
+    kept = _box_pixels(BOXES[0, 0], 24, 32)
+    others = _box_pixels(BOXES[0, 1], 24, 32) | _box_pixels(BOXES[0, 2], 24, 32)
+    noised = others & ~kept
+    blurred_region = ~(kept | others)
+    part = parts[0]
+    assert torch.equal(part[:, noised], (imgs[0] + 0.5 * noise[0])[:, noised])
+    assert torch.equal(part[:, blurred_region], blurred[0][:, blurred_region])
+    # The overlap of boxes 0 and 1 is kept in parts 0 and 1, noised in part 2.
+    assert torch.equal(parts[0][:, 5:9, 6:10], imgs[0][:, 5:9, 6:10])
+    assert torch.equal(parts[1][:, 5:9, 6:10], imgs[0][:, 5:9, 6:10])
+    assert torch.equal(parts[2][:, 5:9, 6:10],
+                       (imgs[0] + 0.5 * noise[0])[:, 5:9, 6:10])
+
+
+def test_gaussian_blur_is_separable_normalised_and_reflect_padded():
+    sigma = 1.2
+    radius = math.ceil(3 * sigma)  # 4
+    kernel = gaussian_kernel1d(sigma, radius, torch.float64, torch.device('cpu'))
+    assert kernel.shape == (2 * radius + 1, )
+    assert kernel.sum().item() == pytest.approx(1.0)
+    # A centred impulse blurs into the outer product of the 1-D kernel.
+    impulse = torch.zeros(1, 2, 15, 15, dtype=torch.float64)
+    impulse[:, :, 7, 7] = 1.0
+    blurred = gaussian_blur(impulse, sigma)
+    expected = torch.outer(kernel, kernel)
+    assert torch.allclose(blurred[0, 1, 3:12, 3:12], expected)
+    assert blurred[0, 1, :3].abs().max() == 0
+    # Reflect padding keeps a constant image constant up to the border.
+    flat = torch.full((1, 3, 10, 12), 2.5, dtype=torch.float64)
+    assert torch.allclose(gaussian_blur(flat, 3.0), flat)
+    assert gaussian_blur(flat, 0.0) is flat
+
+
+def test_saliency_mask_is_the_union_with_pixel_centre_rule():
+    mask = boxes_to_saliency_mask(BOXES, (24, 32))
+    assert mask.shape == (2, 1, 24, 32) and mask.dtype == torch.float32
+    expected = _box_pixels(BOXES[0, 0], 24, 32) | _box_pixels(
+        BOXES[0, 1], 24, 32) | _box_pixels(BOXES[0, 2], 24, 32)
+    assert torch.equal(mask[0, 0], expected.float())
+    # 48 + 56 + 70 pixels minus the 4 x 4 overlap.
+    assert mask[0].sum().item() == 48 + 56 + 70 - 16
+    # Fractional box: pixel centres 0.5 and 1.5 lie in [0.4, 1.6), 2.5 does not.
+    frac = boxes_to_saliency_mask(torch.tensor([[[0.4, 0.0, 1.6, 1.0]]]), (2, 4))
+    assert frac[0, 0].tolist() == [[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+
+
+def test_generator_module_uses_ratio_of_longer_side_and_detaches_boxes():
+    torch.manual_seed(0)
+    imgs = torch.randn(2, 3, 24, 32)
+    boxes = BOXES.clone().requires_grad_()
+    module_out = PartImageGenerator(blur_sigma_ratio=1 / 16, noise_std=1.0)(
+        imgs, boxes, generator=torch.Generator().manual_seed(3))
+    direct = make_part_images(imgs, BOXES, blur_sigma=32 / 16, noise_std=1.0,
+                              generator=torch.Generator().manual_seed(3))
+    assert torch.equal(module_out, direct)
+    assert not module_out.requires_grad
+
+
+def test_zero_width_box_keeps_nothing():
+    torch.manual_seed(0)
+    imgs = torch.randn(1, 3, 16, 16)
+    boxes = torch.tensor([[[4.0, 4.0, 4.0, 12.0], [0.0, 0.0, 8.0, 8.0]]])
+    parts = make_part_images(imgs, boxes, blur_sigma=1.0)
+    assert (parts[0] != imgs[0]).all()
+    assert torch.equal(parts[1][:, :8, :8], imgs[0][:, :8, :8])
+
+
+def test_bad_inputs_raise():
+    imgs = torch.zeros(2, 3, 8, 8)
+    with pytest.raises(ValueError, match='boxes must be'):
+        make_part_images(imgs, torch.zeros(2, 4), 1.0)
+    with pytest.raises(ValueError, match='batch size'):
+        make_part_images(imgs, torch.zeros(3, 2, 4), 1.0)
+    with pytest.raises(ValueError, match='sigma'):
+        make_part_images(imgs, torch.zeros(2, 2, 4), -1.0)
+    with pytest.raises(ValueError, match='noise_std'):
+        PartImageGenerator(noise_std=-0.1)
