@@ -6,7 +6,7 @@ losses in mmdet's ``MODELS``. It also allow-lists the few non-tensor objects
 that mmengine checkpoints hold, so that resume and ``load_from`` work with
 torch's weights-only loading.
 """
-from . import datasets, engine, models, utils  # noqa: F401
+from . import apis, datasets, engine, evaluation, models, utils  # noqa: F401
 from .utils import allow_checkpoint_globals, register_checkpoint_loader
 from .version import __version__
 

@@ -38,10 +38,12 @@ def train_env(stall_save=None) -> dict:
     return env
 
 
-def train_until_marker_then_kill(config, work_dir, marker, log_path, stall_save=None):
+def train_until_marker_then_kill(config, work_dir, marker, log_path, stall_save=None,
+                                 resume=False):
     with open(log_path, 'w') as log:
         proc = subprocess.Popen(
-            [sys.executable, 'tools/train.py', config, '--work-dir', work_dir],
+            [sys.executable, 'tools/train.py', config, '--work-dir', work_dir] +
+            (['--resume'] if resume else []),
             cwd=REPO_ROOT, env=train_env(stall_save), stdout=log,
             stderr=subprocess.STDOUT)
         deadline = time.time() + WAIT_S
@@ -77,13 +79,13 @@ def checkpoint_files(work_dir):
     return sorted(name for name in os.listdir(work_dir) if '.pth' in name)
 
 
-def test_kill_during_a_save_keeps_the_previous_checkpoint(tiny_cub_root, tmp_path):
-    config = write_config(tiny_cub_root, tmp_path)
+def test_kill_during_a_save_then_between_saves(tiny_cub_root, tmp_path):
     work_dir = str(tmp_path / 'work')
+    config = write_config(tiny_cub_root, tmp_path)
     train_until_marker_then_kill(config, work_dir, 'SAVE_STALLED',
-                                 str(tmp_path / 'killed.log'), stall_save='iter_4.pth')
+                                 str(tmp_path / 'killed1.log'), stall_save='iter_4.pth')
 
-    # killed half-way through writing iter_4: only its .partial exists, and
+    # (a) killed half-way through writing iter_4: only its .partial exists, and
     # iter_2 (max_keep_ckpts=1) was not deleted before iter_4 was complete
     assert checkpoint_files(work_dir) == ['iter_2.pth', 'iter_4.pth.partial']
     partial_size = os.path.getsize(osp.join(work_dir, 'iter_4.pth.partial'))
@@ -91,30 +93,26 @@ def test_kill_during_a_save_keeps_the_previous_checkpoint(tiny_cub_root, tmp_pat
     assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_2.pth')
     assert load(osp.join(work_dir, 'iter_2.pth'))['meta']['iter'] == 2
 
-    output = resume(config, work_dir)
+    # (b) --resume continues from iter_2; killed again between the saves of
+    # iter_4 and iter_6 (before runner.iter 5)
+    stalling = write_config(tiny_cub_root, tmp_path, name='stall_at_5.py', extra_hooks=[
+        dict(type='StallAtIterHook', at_iter=5)])
+    train_until_marker_then_kill(stalling, work_dir, 'ITER_STALLED',
+                                 str(tmp_path / 'killed2.log'), resume=True)
+    with open(str(tmp_path / 'killed2.log')) as file:
+        output = file.read()
     assert f'Auto resumed from the latest checkpoint {work_dir}/iter_2.pth' in output
     assert 'resumed epoch: 0, iter: 2' in output
     assert 'removed iter_4.pth.partial, an unfinished save of an earlier run' in output
-    assert 'Iter(train) [3/6]' in output and 'Iter(train) [2/6]' not in output
+    assert 'Epoch(train) [1][3/6]' in output and '[1][2/6]' not in output
+    assert checkpoint_files(work_dir) == ['iter_4.pth']
+    assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_4.pth')
+
+    output = resume(config, work_dir)
+    assert 'resumed epoch: 0, iter: 4' in output
+    assert 'Epoch(train) [1][5/6]' in output and '[1][4/6]' not in output
     assert checkpoint_files(work_dir) == ['iter_6.pth']
     assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_6.pth')
-    assert load(osp.join(work_dir, 'iter_6.pth'))['meta']['iter'] == 6
-
-
-def test_kill_between_saves_resumes_from_the_last_save(tiny_cub_root, tmp_path):
-    config = write_config(tiny_cub_root, tmp_path, extra_hooks=[
-        dict(type='StallAtIterHook', at_iter=3)])
-    work_dir = str(tmp_path / 'work')
-    train_until_marker_then_kill(config, work_dir, 'ITER_STALLED',
-                                 str(tmp_path / 'killed.log'))
-    assert checkpoint_files(work_dir) == ['iter_2.pth']
-    assert last_checkpoint(work_dir) == osp.join(work_dir, 'iter_2.pth')
-
-    # the same config would stall again at runner.iter 3: resume without the hook
-    config_no_stall = write_config(tiny_cub_root, tmp_path, name='no_stall.py')
-    output = resume(config_no_stall, work_dir)
-    assert 'resumed epoch: 0, iter: 2' in output
-    assert checkpoint_files(work_dir) == ['iter_6.pth']
     assert load(osp.join(work_dir, 'iter_6.pth'))['meta']['iter'] == 6
 
 

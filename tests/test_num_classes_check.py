@@ -37,9 +37,9 @@ def test_runner_stops_before_the_first_iteration(tiny_cub_root, tmp_path):
     runner = Runner.from_cfg(cfg)
     with pytest.raises(ValueError) as info:
         runner.train()
-    assert str(info.value).startswith(
-        f"model.head.num_classes=10 but the train_dataloader dataset CUB at "
-        f"'{tiny_cub_root}' (split 'train') has 4 classes (largest label + 1). "
+    assert str(info.value) == (
+        "model.head.num_classes=10 but the train_dataloader dataset SyntheticFGVC at "
+        f"'{tiny_cub_root}' (split 'train') has 4 classes (len(metainfo['classes'])). "
         'Set them to 4 in the config, e.g. --cfg-options model.head.num_classes=4')
     assert runner.iter == 0
     assert not osp.exists(osp.join(work_dir, 'iter_2.pth'))
@@ -49,7 +49,8 @@ def test_runner_test_checks_the_test_set(tiny_cub_root, tmp_path):
     cfg = tiny_baseline_cfg(tiny_cub_root, str(tmp_path / 'work'), max_iters=2)
     cfg.data_preprocessor.num_classes = 7
     with pytest.raises(ValueError, match=r"data_preprocessor.num_classes=7 but the "
-                       r"test_dataloader dataset CUB at .* \(split 'test'\) has 4"):
+                       r"test_dataloader dataset SyntheticFGVC at .* \(split 'test'\) "
+                       r"has 4"):
         Runner.from_cfg(cfg).test()
 
 

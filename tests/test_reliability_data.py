@@ -37,7 +37,7 @@ def test_cub_missing_annotation_names_file_and_layout(cub_copy):
     assert f"CUB(data_root='{cub_copy}', split='train')" in message
     labels_file = osp.join(cub_copy, 'image_class_labels.txt')
     assert f'annotation file not found: {labels_file}' in message
-    assert "mmpretrain's CUB reads this layout:" in message
+    assert 'CUB reads this layout:' in message
     assert 'train_test_split.txt    <image_id> <1 = train | 0 = test>' in message
 
 
@@ -170,3 +170,26 @@ def test_check_config_datasets_walks_the_loaders(cub_copy, tmp_path):
                                         dataset=dict(cfg.val_dataloader.dataset))
     with pytest.raises(FileNotFoundError, match='missing_val does not exist'):
         check_config_datasets(cfg, loader_names=('train_dataloader', ))
+
+
+def test_cars_annos_mat_next_to_the_devkit_folders(tmp_path):
+    root = str(tmp_path / 'cars')
+    write_jpg(osp.join(root, 'cars_train', '00001.jpg'))
+    open(osp.join(root, 'cars_annos.mat'), 'wb').close()
+    with pytest.raises(FileNotFoundError) as info:
+        check_dataset_cfg(dict(type='StanfordCars', data_root=root))
+    message = str(info.value)
+    assert f"image folder not found: {osp.join(root, 'car_ims')}" in message
+    assert 'to use cars_train/, cars_test/ and devkit/ instead, move cars_annos.mat ' \
+        'out of data_root' in message
+
+
+def test_cub_subclasses_are_checked_like_cub(cub_copy):
+    os.remove(osp.join(cub_copy, 'images.txt'))
+    with pytest.raises(FileNotFoundError) as info:
+        check_dataset_cfg(dict(type='SyntheticFGVC', data_root=cub_copy))
+    message = str(info.value)
+    assert message.startswith(f"SyntheticFGVC(data_root='{cub_copy}', split='train'): "
+                              'annotation file not found: '
+                              f"{osp.join(cub_copy, 'images.txt')}")
+    assert 'SyntheticFGVC reads this layout:\n<data_root>/\n├── images/' in message

@@ -68,7 +68,8 @@ def draw_boxes(image_rgb: np.ndarray, boxes_xyxy: np.ndarray, scores: np.ndarray
     """Draw part boxes with their rank (1 = highest score) and score.
 
     Box ``r`` (in descending score order) gets ``PART_COLORS[r % 8]``; the label
-    ``"<rank>:<score>"`` is written inside its top-left corner.
+    ``"<rank>:<score>"`` is written in black on a tag of that colour inside the
+    box's top-left corner.
 
     Args:
         image_rgb (np.ndarray): (H, W, 3) uint8 (not modified).
@@ -94,12 +95,15 @@ def draw_boxes(image_rgb: np.ndarray, boxes_xyxy: np.ndarray, scores: np.ndarray
         y1, y2 = (int(round(np.clip(v, 0, height - 1))) for v in (y1, y2))
         cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, thickness)
         label = f'{rank + 1}:{float(scores[index]):.2f}'
-        (_, text_height), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX,
-                                              font_scale, 1)
-        text_origin = (x1 + thickness + 1,
-                       min(height - 1, y1 + thickness + text_height))
-        cv2.putText(canvas, label, text_origin, cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                    colour, 1, cv2.LINE_AA)
+        (text_width, text_height), baseline = cv2.getTextSize(
+            label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        # Black text on a box-coloured tag in the top-left corner: readable on
+        # any background, and the colour still says which box it belongs to.
+        tag_x2 = min(width - 1, x1 + text_width + 2)
+        tag_y2 = min(height - 1, y1 + text_height + baseline + 2)
+        cv2.rectangle(canvas, (x1, y1), (tag_x2, tag_y2), colour, cv2.FILLED)
+        cv2.putText(canvas, label, (x1 + 1, min(height - 1, y1 + text_height + 1)),
+                    cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
     return canvas
 
 

@@ -17,6 +17,7 @@ Then it reads the annotations with the dataset class itself (no pipeline) and
 checks that every listed image exists, with one ``os.listdir`` per image folder.
 """
 import copy
+import inspect
 import os
 import os.path as osp
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
@@ -52,11 +53,29 @@ NUM_QUOTED_PATHS = 5
 
 
 def _type_name(dataset_cfg: dict) -> str:
-    """'CUB' for ``type='CUB'`` or ``type='mmpretrain.CUB'``; '' for a class."""
+    """'CUB' for ``type='CUB'``, ``type='mmpretrain.CUB'`` or the class."""
     dataset_type = dataset_cfg.get('type', '')
     if not isinstance(dataset_type, str):
         dataset_type = getattr(dataset_type, '__name__', '')
     return dataset_type.split('.')[-1]
+
+
+def _checked_layout(dataset_cfg: dict) -> Optional[str]:
+    """The checked class that the dataset type is or derives from ('CUB' for
+    mmdaf's ``SyntheticFGVC``), or None."""
+    from mmpretrain.registry import DATASETS
+
+    dataset_type = dataset_cfg.get('type', '')
+    dataset_class = (dataset_type if inspect.isclass(dataset_type) else
+                     DATASETS.get(dataset_type) if isinstance(dataset_type, str)
+                     else None)
+    if dataset_class is None:
+        return None
+    for base in dataset_class.__mro__:
+        if base.__module__.startswith('mmpretrain.') and base.__name__ in \
+                DATASET_LAYOUTS:
+            return base.__name__
+    return None
 
 
 def _describe(name: str, data_root: str, split: str) -> str:
@@ -69,7 +88,7 @@ def _error_text(what: str, name: str, data_root: str, split: str, layout: str,
     if hints:
         lines.append('This looks like a copy in another layout:')
         lines += [f'  - {hint}' for hint in hints]
-    lines.append(f'mmpretrain\'s {name} reads this layout:')
+    lines.append(f'{name} reads this layout:')
     lines.append(layout)
     return '\n'.join(lines)
 
@@ -109,6 +128,12 @@ def _stanford_cars_hints(data_root: str) -> List[str]:
             hints.append(f'the devkit is at {devkit}: move that folder to '
                          f"{osp.join(data_root, 'devkit')}")
             break
+    if (osp.isfile(osp.join(data_root, 'cars_annos.mat'))
+            and not osp.isdir(osp.join(data_root, 'car_ims'))
+            and osp.isdir(osp.join(data_root, 'cars_train'))):
+        hints.append(f"{osp.join(data_root, 'cars_annos.mat')} makes mmpretrain read "
+                     'car_ims/, which is absent; to use cars_train/, cars_test/ and '
+                     'devkit/ instead, move cars_annos.mat out of data_root')
     root_labels = osp.join(data_root, 'cars_test_annos_withlabels.mat')
     if osp.isfile(root_labels):
         # torchvision's StanfordCars keeps the test labels next to the folders.
@@ -211,7 +236,9 @@ def find_missing_files(paths: Sequence[str]) -> List[str]:
 def check_dataset_cfg(dataset_cfg: dict) -> None:
     """Check the root of a ``CUB``, ``StanfordCars`` or ``FGVCAircraft`` config.
 
-    Other dataset types (and configs without ``data_root``) are not checked.
+    Subclasses (e.g. mmdaf's ``SyntheticFGVC``, a ``CUB``) are checked against
+    their base's layout. Other dataset types (and configs without
+    ``data_root``) are not checked.
 
     Args:
         dataset_cfg (dict): a dataset config, e.g. ``train_dataloader.dataset``.
@@ -225,9 +252,11 @@ def check_dataset_cfg(dataset_cfg: dict) -> None:
             cannot read.
     """
     name = _type_name(dataset_cfg)
-    if name not in DATASET_LAYOUTS or dataset_cfg.get('data_root') is None:
+    base_name = _checked_layout(dataset_cfg)
+    if base_name is None or dataset_cfg.get('data_root') is None:
         return
-    layout, default_split, splits, required_paths, find_hints = DATASET_LAYOUTS[name]
+    layout, default_split, splits, required_paths, find_hints = \
+        DATASET_LAYOUTS[base_name]
     data_root = str(dataset_cfg['data_root'])
     split = dataset_cfg.get('split', default_split)
     if split not in splits:

@@ -43,7 +43,8 @@ val_dataloader = dict(
         type=dataset_type, data_root=data_root, split='test', pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )
-val_evaluator = dict(type='Accuracy', topk=(1, ))
+# Fused top-1 as accuracy/top1; student and teacher top-1 follow (DAF models).
+val_evaluator = [dict(type='Accuracy', topk=(1, )), dict(type='StreamAccuracy')]
 
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator

@@ -1,9 +1,10 @@
 # The embedded synthetic fine-grained set, written in the CUB_200_2011 layout by
 #   python tools/misc/make_synthetic_fgvc.py --out data/synthetic_fgvc \
 #       --num-classes 10 --train-per-class 40 --test-per-class 20 --img-size 128
-# (what `make demo` runs) and read by mmpretrain's own CUB dataset. Images are
+# (what `make demo` runs) and read by SyntheticFGVC (mmpretrain's CUB with the
+# class names of the root's classes.txt). Images are
 # already square at 128 px, so there is no resize or crop.
-dataset_type = 'CUB'
+dataset_type = 'SyntheticFGVC'
 data_root = 'data/synthetic_fgvc'
 
 data_preprocessor = dict(
@@ -43,7 +44,8 @@ val_dataloader = dict(
         type=dataset_type, data_root=data_root, split='test', pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )
-val_evaluator = dict(type='Accuracy', topk=(1, ))
+# Fused top-1 as accuracy/top1; student and teacher top-1 follow (DAF models).
+val_evaluator = [dict(type='Accuracy', topk=(1, )), dict(type='StreamAccuracy')]
 
 test_dataloader = val_dataloader
 test_evaluator = val_evaluator

@@ -12,6 +12,7 @@ model = dict(
         depth=50,
         out_indices=(1, 2, 3),
         style='pytorch',
+        with_cp=False,  # activation checkpointing: less memory, recomputes in backward
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone'),
     ),
     head=dict(
@@ -51,6 +52,7 @@ model = dict(
             in_channels=5,
             out_indices=(2, 3),
             style='pytorch',
+            with_cp=False,
             init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone'),
         ),
         # Output size reduced_channels**2 / num_groups = 512**2 / 16 = 16384.

@@ -67,8 +67,9 @@ def _has_own_class_list(dataset) -> bool:
     reads it from its files) rather than the class's built-in list.
 
     mmpretrain's ``CUB`` always lists the 200 bird names of its ``METAINFO``,
-    also for a set in CUB's layout with fewer classes (like mmdaf's synthetic
-    set); there the labels tell the class count.
+    also when it reads a set in CUB's layout with fewer classes (mmdaf's
+    synthetic set read with ``type='CUB'``); there the labels tell the class
+    count.
     """
     classes = dataset.metainfo.get('classes')
     if classes is None:
@@ -159,17 +160,23 @@ class NumClassesCheckHook(Hook):
 
     priority = 'VERY_HIGH'
 
+    def __init__(self) -> None:
+        # Validation runs every interval; each dataset is checked once.
+        self._checked_datasets = set()
+
+    def _check(self, runner, dataset, loader_name: str) -> None:
+        if id(dataset) in self._checked_datasets:
+            return
+        check_num_classes(runner.model, dataset, loader_name)
+        self._checked_datasets.add(id(dataset))
+
     def before_train(self, runner) -> None:
-        check_num_classes(runner.model, runner.train_dataloader.dataset,
-                          'train_dataloader')
+        self._check(runner, runner.train_dataloader.dataset, 'train_dataloader')
         if runner.val_loop is not None:
-            check_num_classes(runner.model, runner.val_dataloader.dataset,
-                              'val_dataloader')
+            self._check(runner, runner.val_dataloader.dataset, 'val_dataloader')
 
     def before_val(self, runner) -> None:
-        check_num_classes(runner.model, runner.val_dataloader.dataset,
-                          'val_dataloader')
+        self._check(runner, runner.val_dataloader.dataset, 'val_dataloader')
 
     def before_test(self, runner) -> None:
-        check_num_classes(runner.model, runner.test_dataloader.dataset,
-                          'test_dataloader')
+        self._check(runner, runner.test_dataloader.dataset, 'test_dataloader')
