@@ -3,10 +3,10 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 DATA_ROOT ?= data/synthetic_fgvc
-DEMO_CONFIG ?= configs/ablation/r18_baseline_synthetic.py
+DEMO_CONFIG ?= configs/daf_r18_synthetic.py
 DEMO_WORK_DIR ?= work_dirs/demo
 # The synthetic set the demo trains on (a CUB_200_2011 root).
-SYNTH_ARGS ?= --num-classes 10 --train-per-class 40 --test-per-class 20 --img-size 128 --seed 0
+SYNTH_ARGS ?= --num-classes 10 --train-per-class 16 --test-per-class 8 --img-size 96 --seed 0
 PYTEST_ARGS ?=
 
 .PHONY: install demo data test lint clean-demo

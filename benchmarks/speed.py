@@ -48,6 +48,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from mmengine.config import DictAction
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -55,7 +56,7 @@ if REPO_ROOT not in sys.path:
 
 DEFAULT_CONFIG = 'configs/daf_r50_cub.py'
 QUICK_CONFIG = 'configs/daf_r18_synthetic.py'
-QUICK_SETTINGS = dict(size=96, batch=2, repeats=3, warmup=1)
+QUICK_SETTINGS = dict(size=128, batch=2, repeats=3, warmup=1)
 MEMORY_EVENT_NAME = '[memory]'
 MIB = 1024.0**2
 
@@ -118,6 +119,11 @@ def peak_from_memory_events(events: Sequence[tuple]) -> int:
     return peak
 
 
+def _sum_rounds(times: Dict[str, List[float]], names: Sequence[str]) -> List[float]:
+    """Round-by-round sum of the named timings."""
+    return [sum(values) for values in zip(*(times[name] for name in names))]
+
+
 def median_ratio(numerators: Sequence[float], denominators: Sequence[float],
                  scale: float = 1.0) -> float:
     """Median over rounds of ``numerator / (scale * denominator)``."""
@@ -146,8 +152,11 @@ def _drop_pretrained(cfg):
     return cfg
 
 
-def build_daf_model(config: str, device: str):
-    """Build the config's ``DAFClassifier`` with random (non-pretrained) weights."""
+def build_daf_model(config: str, device: str, cfg_options: Optional[dict] = None):
+    """Build the config's ``DAFClassifier`` with random (non-pretrained) weights.
+
+    ``cfg_options`` are merged into the config first (``--cfg-options``).
+    """
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
@@ -156,6 +165,8 @@ def build_daf_model(config: str, device: str):
     from mmdaf.models.classifiers.daf_classifier import DAFClassifier
 
     cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model_cfg = _drop_pretrained(copy.deepcopy(cfg.model.to_dict()))
     if model_cfg.get('type') != 'DAFClassifier':
@@ -207,6 +218,19 @@ def interleaved_times(fns: Dict[str, Callable[[], None]], device: str, warmup: i
             if round_idx >= warmup:
                 times[name].append(elapsed)
     return times
+
+
+def count_flops(fn: Callable[[], None]) -> int:
+    """FLOPs of ``fn`` as ``torch.utils.flop_counter`` counts them.
+
+    Only matmuls and convolutions (forward and backward) are counted, not
+    element-wise ops, NMS or data movement; the count does not depend on the
+    machine's load, which makes it the noise-free complement of the timings.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
 
 
 def peak_memory_bytes(fn: Callable[[], None], device: str) -> int:
@@ -294,6 +318,10 @@ class DAFSteps:
         with self.autocast():
             feats = self.model.teacher.backbone(self.teacher_in)
         self._backward(feats[-1].float().mean())
+
+    def parts_backbone_train(self) -> None:
+        """The part images' pass alone: backbone + head + CE on B*N images."""
+        self.stage_part_backbone()
 
     def daf_train(self) -> None:
         """T_daf: forward and backward of ``model.loss``."""
@@ -461,16 +489,31 @@ def _machine(device: str) -> dict:
 
 def run_benchmark(config: str, device: str = 'cpu', amp: bool = False, size: int = 448,
                   batch: int = 2, repeats: int = 5, warmup: int = 1,
-                  breakdown: bool = True, memory: bool = True,
+                  breakdown: bool = True, memory: bool = True, flops: bool = True,
+                  threads: Optional[int] = None, cfg_options: Optional[dict] = None,
                   log: Callable[[str], None] = print) -> dict:
     """Measure everything described in the module docstring; return the JSON dict."""
     for name, value, low in (('size', size, 32), ('batch', batch, 1),
                              ('repeats', repeats, 1), ('warmup', warmup, 0)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f'{name} must be an int >= {low}, got {value!r}')
+    if threads is not None and threads < 1:
+        raise ValueError(f'threads must be >= 1, got {threads}')
+    previous_threads = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        return _run_benchmark(config, device, amp, size, batch, repeats, warmup,
+                              breakdown, memory, flops, cfg_options, log)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown, memory,
+                   flops, cfg_options, log) -> dict:
     loadavg_start = os.getloadavg()
     torch.manual_seed(0)
-    model = build_daf_model(config, device)
+    model = build_daf_model(config, device, cfg_options)
     inputs, labels, samples = make_batch(model, batch, size, device)
     steps = DAFSteps(model, inputs, labels, samples, device, amp)
 
@@ -478,6 +521,8 @@ def run_benchmark(config: str, device: str = 'cpu', amp: bool = False, size: int
     part_scale = float(model.part_image_cfg['scale'])
 
     train_fns = {'backbone_train': steps.backbone_train, 'daf_train': steps.daf_train}
+    if model.with_sppn:
+        train_fns['parts_backbone_train'] = steps.parts_backbone_train
     if model.with_teacher:
         train_fns['teacher_backbone_train'] = steps.teacher_backbone_train
     log(f'timing train steps: {list(train_fns)} x ({warmup} warm-up + {repeats}) rounds')
@@ -495,6 +540,9 @@ def run_benchmark(config: str, device: str = 'cpu', amp: bool = False, size: int
     passes_nominal = backbone_pass_equivalents(num_parts, part_scale, model.with_sppn,
                                                model.with_teacher, 1.0)
     infer_passes = 2.0 if model.with_teacher else 1.0
+    # The passes as measured, each at its own batch size (B*N for the parts).
+    pass_names = [name for name in ('backbone_train', 'parts_backbone_train',
+                                    'teacher_backbone_train') if name in train]
     train_ratio = median_ratio(train['daf_train'], train['backbone_train'], passes)
     result = dict(
         config=config, device=device, amp=amp, size=size, batch=batch, repeats=repeats,
@@ -515,7 +563,26 @@ def run_benchmark(config: str, device: str = 'cpu', amp: bool = False, size: int
         train_overhead=train_ratio - 1.0,
         infer_ratio=median_ratio(predict['daf_predict'], predict['backbone_predict'],
                                  infer_passes),
+        pass_ratio=median_ratio(train['daf_train'], _sum_rounds(train, pass_names)),
     )
+    result['pass_overhead'] = result['pass_ratio'] - 1.0
+
+    if flops:
+        step_fns = {**train_fns, 'backbone_predict': steps.backbone_predict,
+                    'daf_predict': steps.daf_predict}
+        step_flops = {name: count_flops(fn) for name, fn in step_fns.items()}
+        flops_teacher_factor = 1.0
+        if model.with_teacher:
+            flops_teacher_factor = (step_flops['teacher_backbone_train']
+                                    / step_flops['backbone_train'])
+        flops_passes = backbone_pass_equivalents(num_parts, part_scale, model.with_sppn,
+                                                 model.with_teacher, flops_teacher_factor)
+        result['flops'] = step_flops
+        result['flops_passes_train'] = flops_passes
+        result['flops_train_ratio'] = step_flops['daf_train'] / (
+            flops_passes * step_flops['backbone_train'])
+        result['flops_infer_ratio'] = step_flops['daf_predict'] / (
+            infer_passes * step_flops['backbone_predict'])
 
     if breakdown:
         stage_fns = steps.stages()
@@ -527,6 +594,8 @@ def run_benchmark(config: str, device: str = 'cpu', amp: bool = False, size: int
                        time_s=statistics.median(values))
             if memory:
                 row['peak_mem_mib'] = peak_memory_bytes(stage_fns[name], device) / MIB
+            if flops:
+                row['gflops'] = count_flops(stage_fns[name]) / 1e9
             rows.append(row)
         stage_sum = sum(row['time_s'] for row in rows)
         daf_time = result['times_s']['daf_train']
@@ -538,6 +607,9 @@ def run_benchmark(config: str, device: str = 'cpu', amp: bool = False, size: int
         result['breakdown'] = rows
         result['breakdown_groups_s'] = groups
         result['breakdown_sum_s'] = stage_sum
+        if flops:
+            # Stages are FLOP-complete: their sum equals the DAF step's count.
+            result['breakdown_flops_sum'] = int(sum(row['gflops'] for row in rows) * 1e9)
         result['breakdown_unattributed_s'] = daf_time - stage_sum
         if memory:
             result['peak_mem_mib'] = dict(
@@ -575,18 +647,29 @@ def format_table(result: dict) -> str:
         f"train_ratio = T_daf / (P * T_b) = {result['train_ratio']:.3f}  "
         f"(overhead {result['train_overhead']:+.3f}; nominal P: "
         f"{result['train_ratio_nominal']:.3f})",
+        f"pass_ratio = T_daf / (T_b + T_parts_b + T_teacher_b), each pass measured at "
+        f"its own batch = {result['pass_ratio']:.3f} (overhead {result['pass_overhead']:+.3f})",
         f"infer_ratio = T_daf_predict / ({result['passes_infer']:g} * T_b_predict) = "
         f"{result['infer_ratio']:.3f}",
     ]
+    if 'flops' in result:
+        lines.append(
+            f"FLOP count (conv/matmul, fwd+bwd): train ratio "
+            f"{result['flops_train_ratio']:.3f} with P = {result['flops_passes_train']:.3f}"
+            f", infer ratio {result['flops_infer_ratio']:.3f}")
     if 'breakdown' in result:
         has_mem = 'peak_mem_mib' in result['breakdown'][0]
+        has_flops = 'gflops' in result['breakdown'][0]
         lines += ['', f"{'stage':<46}{'group':<17}{'s':>9}{'% T_daf':>9}"
-                  + (f"{'peak MiB':>10}" if has_mem else '')]
+                  + (f"{'peak MiB':>10}" if has_mem else '')
+                  + (f"{'GFLOP':>9}" if has_flops else '')]
         for row in result['breakdown']:
             line = (f"{row['stage']:<46}{row['group']:<17}{row['time_s']:>9.4f}"
                     f"{100 * row['share_of_daf']:>8.1f}%")
             if has_mem:
                 line += f"{row['peak_mem_mib']:>10.1f}"
+            if has_flops:
+                line += f"{row['gflops']:>9.3f}"
             lines.append(line)
         lines.append(f"{'sum of stages':<63}{result['breakdown_sum_s']:>9.4f}")
         lines.append(f"{'T_daf - sum (autograd glue, unattributed)':<63}"
@@ -613,7 +696,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true',
                         help='autocast forward passes (fp16 on CUDA, bf16 on CPU)')
     parser.add_argument('--size', type=int, default=None,
-                        help='input side in pixels (default 448; 96 with --quick)')
+                        help='input side in pixels (default 448; 128 with --quick)')
     parser.add_argument('--batch', type=int, default=None,
                         help='batch size B (default 16 on CUDA, 2 on CPU; 2 with --quick)')
     parser.add_argument('--repeats', type=int, default=None,
@@ -621,12 +704,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=None,
                         help='untimed rounds first (default 1)')
     parser.add_argument('--quick', action='store_true',
-                        help=f'{QUICK_CONFIG}, size 96, batch 2, 3 repeats (< 2 min on '
+                        help=f'{QUICK_CONFIG}, size 128, batch 2, 3 repeats (< 2 min on '
                         '2 CPU cores)')
     parser.add_argument('--no-breakdown', action='store_true',
                         help='skip the per-stage breakdown')
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the peak-memory measurements')
+    parser.add_argument('--no-flops', action='store_true',
+                        help='skip the FLOP counts')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='torch intra-op threads (default: torch\'s own choice); '
+                        '1 gives steadier numbers on a loaded machine')
+    parser.add_argument('--flops-only', action='store_true',
+                        help='only count FLOPs (no timing, no memory); seconds, '
+                        'for what-if configs')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. '
+                        'model.sppn_head.feat_channels=128')
     parser.add_argument('--out', help='write the results as JSON here')
     args = parser.parse_args(argv)
     if args.device is None:
@@ -644,18 +738,55 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+def flops_only(config: str, size: int, batch: int,
+               cfg_options: Optional[dict] = None) -> dict:
+    """FLOP counts of the steps and stages, nothing timed (CPU)."""
+    model = build_daf_model(config, 'cpu', cfg_options)
+    inputs, labels, samples = make_batch(model, batch, size, 'cpu')
+    steps = DAFSteps(model, inputs, labels, samples, 'cpu', amp=False)
+    step_fns = dict(backbone_train=steps.backbone_train, daf_train=steps.daf_train,
+                    backbone_predict=steps.backbone_predict, daf_predict=steps.daf_predict)
+    result = dict(config=config, size=size, batch=batch, cfg_options=cfg_options or {},
+                  flops={name: count_flops(fn) for name, fn in step_fns.items()},
+                  stage_gflops={name: count_flops(fn) / 1e9
+                                for name, fn in steps.stages().items()})
+    backbone = result['flops']['backbone_train'] / 1e9
+    result['stage_backbone_passes'] = {name: value / backbone
+                                       for name, value in result['stage_gflops'].items()}
+    return result
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    if args.flops_only:
+        result = flops_only(args.config, args.size, args.batch, args.cfg_options)
+        print(f"{'stage':<46}{'GFLOP':>10}{'backbone passes':>17}")
+        for name, value in result['stage_gflops'].items():
+            print(f"{name:<46}{value:>10.3f}{result['stage_backbone_passes'][name]:>17.3f}")
+        for name, value in result['flops'].items():
+            print(f'{name:<46}{value / 1e9:>10.3f}')
+        _write_json(result, args.out)
+        return result
     result = run_benchmark(args.config, device=args.device, amp=args.amp, size=args.size,
                            batch=args.batch, repeats=args.repeats, warmup=args.warmup,
-                           breakdown=not args.no_breakdown, memory=not args.no_memory)
+                           breakdown=not args.no_breakdown, memory=not args.no_memory,
+                           flops=not args.no_flops, threads=args.threads,
+                           cfg_options=args.cfg_options)
+    result['cfg_options'] = args.cfg_options or {}
     print(format_table(result))
-    if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=2)
-        print(f'wrote {args.out}')
+    _write_json(result, args.out)
     return result
+
+
+def _write_json(result: dict, path: Optional[str]) -> None:
+    if not path:
+        return
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(result, f, indent=2)
+    print(f'wrote {path}')
 
 
 if __name__ == '__main__':

@@ -102,16 +102,24 @@ def test_skip_mode_skips_the_update_and_counts_it(tiny_cub_root, tmp_path):
             'term loss (loss=nan) (1 update(s) skipped so far)') in log
 
 
-def test_non_finite_gradient_behind_finite_losses_is_named(tiny_cub_root, tmp_path):
+@pytest.mark.parametrize('clip_grad', [None, dict(max_norm=10.0)])
+def test_non_finite_gradient_behind_finite_losses_is_named(tiny_cub_root, tmp_path,
+                                                           clip_grad):
     cfg = tiny_baseline_cfg(tiny_cub_root, str(tmp_path / 'work'), max_iters=6)
+    cfg.optim_wrapper.clip_grad = clip_grad
     runner = Runner.from_cfg(cfg)
 
     def poison_gradient(grad):
         return grad * float('nan') if runner.iter == NAN_ITER else grad
 
     runner.model.head.fc.bias.register_hook(poison_gradient)
-    expected = (r'non-finite gradient of head\.fc\.bias \(the losses were finite\) '
-                r'at iteration 4 \(runner.iter=3\)')
+    if clip_grad is None:
+        expected = (r'non-finite gradient of head\.fc\.bias \(the losses were '
+                    r'finite\) at iteration 4 \(runner.iter=3\)')
+    else:  # clipping scales every gradient by max_norm / NaN
+        expected = (r'non-finite gradients in 62 of 62 parameters \(backbone.conv1.'
+                    r'weight, .*\) although the losses were finite; gradient clipping '
+                    r'\(optim_wrapper.clip_grad\) spreads one non-finite gradient')
     with pytest.raises(FloatingPointError, match=expected):
         runner.train()
     assert all(torch.isfinite(p).all() for p in runner.model.parameters())

@@ -23,3 +23,11 @@ checkpoint:  $CHECKPOINT
 logs:        $WORK_DIR (training log and scalars under $LOG_DIR)
 test split:  $METRICS
 EOT
+"$PYTHON" - "$METRICS" <<'EOPY'
+import json, sys
+metrics = json.loads(sys.argv[1])
+names = [('fused', 'accuracy/top1'), ('student', 'accuracy_student/top1'),
+         ('teacher', 'accuracy_teacher/top1')]
+print('top-1 (%):   ' + '  '.join(f'{name} {metrics[key]:.2f}'
+                                  for name, key in names if key in metrics))
+EOPY

@@ -1,9 +1,9 @@
 # The embedded synthetic fine-grained set, written in the CUB_200_2011 layout by
 #   python tools/misc/make_synthetic_fgvc.py --out data/synthetic_fgvc \
-#       --num-classes 10 --train-per-class 40 --test-per-class 20 --img-size 128
+#       --num-classes 10 --train-per-class 16 --test-per-class 8 --img-size 96
 # (what `make demo` runs) and read by SyntheticFGVC (mmpretrain's CUB with the
-# class names of the root's classes.txt). Images are
-# already square at 128 px, so there is no resize or crop.
+# class names of the root's classes.txt). Images are used at their generated
+# size (square), so there is no resize or crop.
 dataset_type = 'SyntheticFGVC'
 data_root = 'data/synthetic_fgvc'
 

@@ -5,8 +5,8 @@ optim_wrapper = dict(
     optimizer=dict(type='SGD', lr=0.02, momentum=0.9, weight_decay=1e-4),
     clip_grad=dict(max_norm=10.0))
 
-param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=8, eta_min=1e-4)
+param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=2, eta_min=1e-4)
 
-train_cfg = dict(by_epoch=True, max_epochs=8, val_interval=4)
+train_cfg = dict(by_epoch=True, max_epochs=2, val_interval=1)
 val_cfg = dict()
 test_cfg = dict()

@@ -113,6 +113,7 @@ class FiniteLossHook(Hook):
         self._buffer_backup: List[Tensor] = []
         self._skip_reason: Optional[str] = None
         self._restore_pending = False
+        self._clips_gradients = False
 
     # ------------------------------------------------------------ runner hooks
     def before_train(self, runner) -> None:
@@ -121,6 +122,8 @@ class FiniteLossHook(Hook):
         self._model = model
         self._param_names = {id(p): name for name, p in model.named_parameters()}
         self._work_dir = runner.work_dir
+        self._clips_gradients = bool(
+            getattr(runner.optim_wrapper, 'clip_grad_kwargs', None))
         self._message_hub = runner.message_hub
         self.num_skipped = runner.message_hub.get_info(SKIPPED_INFO_KEY, 0)
         if self.skip_nonfinite:
@@ -194,11 +197,7 @@ class FiniteLossHook(Hook):
                   if p.grad is not None]
         reason = self._skip_reason
         if reason is None and params:
-            finite = torch.stack([torch.isfinite(p.grad).all() for p in params])
-            if not bool(finite.all()):
-                bad = params[int((~finite).nonzero()[0])]
-                name = self._param_names.get(id(bad), f'<parameter {tuple(bad.shape)}>')
-                reason = f'non-finite gradient of {name} (the losses were finite)'
+            reason = self._nonfinite_gradient_reason(params)
         if reason is None:
             return
         if not self.skip_nonfinite:
@@ -211,6 +210,25 @@ class FiniteLossHook(Hook):
         for param in params:
             param.grad = None
         self._skip_reason = reason
+
+    def _nonfinite_gradient_reason(self, params: List[Tensor]) -> Optional[str]:
+        """Which gradients are NaN/Inf, as text; None if all are finite."""
+        # One device sync for all parameters.
+        finite = torch.stack([torch.isfinite(p.grad).all() for p in params]).tolist()
+        names = [self._param_names.get(id(p), f'<parameter {tuple(p.shape)}>')
+                 for p, ok in zip(params, finite) if not ok]
+        if not names:
+            return None
+        if len(names) == 1:
+            return f'non-finite gradient of {names[0]} (the losses were finite)'
+        reason = (f'non-finite gradients in {len(names)} of {len(params)} parameters '
+                  f'({", ".join(names[:3])}, ...) although the losses were finite')
+        if self._clips_gradients and len(names) == len(params):
+            # clip_grad_norm_ scales every gradient by max_norm / NaN.
+            reason += ('; gradient clipping (optim_wrapper.clip_grad) spreads one '
+                       'non-finite gradient to all parameters, so the first one '
+                       'cannot be told')
+        return reason
 
     def _remove_handles(self) -> None:
         for handle in self._handles:

@@ -1,0 +1,496 @@
+"""Do the parts help? The four ResNet-18 ablations on the synthetic set.
+
+The script writes a synthetic fine-grained set (fixed ``--data-seed``), trains
+each config for the same number of epochs with each training seed
+(``tools/train.py`` subprocesses, no validation during training), then
+evaluates the FINAL-epoch checkpoint (never the best epoch) on the test split:
+
+- top-1 and mean per-class accuracy of the model's prediction (the fused score
+  for the complete DAF; its student stream's top-1 is reported as well);
+- the part hit rate: the fraction of the N proposed boxes whose centre lies
+  inside a ground-truth part region (``parts/part_boxes.txt``, all parts,
+  boundaries included), against the same for random boxes of the same
+  sizes: each box keeps its width and height and gets a uniformly random
+  position inside the image (``--random-draws`` draws per box, seeded).
+
+The synthetic configs use the images at their generated size (no resize or
+crop in the test pipeline), so proposals and part boxes share coordinates.
+With ``--img-size`` other than 128 the SPPN anchors are scaled with the image
+(``octave_base_scale = 2 * img_size / 128``) so that they keep covering parts.
+
+Usage (the reduced run of docs/benchmarks.md, then the full one)::
+
+    python benchmarks/learning.py --seeds 0 --epochs 8 --num-classes 4 \
+        --img-size 64 --train-per-class 48 --test-per-class 20 --jobs 2 \
+        --out work_dirs/learning/learning.json
+    python benchmarks/learning.py --seeds 0 1 2 --out work_dirs/learning/full.json
+
+Results are averaged over seeds (mean, sample std, min, max).
+"""
+import argparse
+import concurrent.futures
+import copy
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+
+CONFIGS = {
+    'baseline': 'configs/ablation/r18_baseline_synthetic.py',
+    'sppn': 'configs/ablation/r18_sppn_synthetic.py',
+    'sppn_lhm': 'configs/ablation/r18_sppn_lhm_synthetic.py',
+    'sppn_lhm_teacher': 'configs/ablation/r18_sppn_lhm_teacher_synthetic.py',
+    'daf': 'configs/daf_r18_synthetic.py',
+}
+DEFAULT_CONFIGS = ('baseline', 'sppn', 'sppn_lhm', 'daf')
+# The synthetic configs' anchors (octave_base_scale=2) are sized for 128 px.
+ANCHOR_BASE_SCALE_AT_128 = 2.0
+METRICS = ('top1', 'mean_class_acc', 'student_top1', 'hit_rate', 'random_hit_rate')
+
+
+# ----------------------------------------------------------------------------
+# Pure helpers (tested in tests/test_benchmarks.py)
+# ----------------------------------------------------------------------------
+def box_centre_hits(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> np.ndarray:
+    """Whether each box's centre lies inside at least one region.
+
+    Args:
+        boxes_xyxy (np.ndarray): (N, 4) boxes.
+        regions_xyxy (np.ndarray): (P, 4) regions; boundaries count as inside.
+
+    Returns:
+        np.ndarray: (N,) bool.
+    """
+    boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    regions_xyxy = np.asarray(regions_xyxy, dtype=np.float64).reshape(-1, 4)
+    centre_x = (boxes_xyxy[:, 0] + boxes_xyxy[:, 2]) / 2
+    centre_y = (boxes_xyxy[:, 1] + boxes_xyxy[:, 3]) / 2
+    inside = ((centre_x[:, None] >= regions_xyxy[None, :, 0])
+              & (centre_x[:, None] <= regions_xyxy[None, :, 2])
+              & (centre_y[:, None] >= regions_xyxy[None, :, 1])
+              & (centre_y[:, None] <= regions_xyxy[None, :, 3]))
+    return inside.any(axis=1)
+
+
+def random_boxes_like(boxes_xyxy: np.ndarray, img_shape: Sequence[int], draws: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Boxes of the same widths and heights at uniformly random positions.
+
+    A box of width w (clipped to the image width W) gets ``x1 ~ U(0, W - w)``,
+    likewise for y, so that it lies inside the image.
+
+    Args:
+        boxes_xyxy (np.ndarray): (N, 4) boxes.
+        img_shape (Sequence[int]): (H, W).
+        draws (int): random boxes per box.
+        rng (np.random.Generator): the random source.
+
+    Returns:
+        np.ndarray: (draws, N, 4) boxes.
+    """
+    height, width = img_shape
+    boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    box_w = np.clip(boxes_xyxy[:, 2] - boxes_xyxy[:, 0], 0, width)
+    box_h = np.clip(boxes_xyxy[:, 3] - boxes_xyxy[:, 1], 0, height)
+    x1 = rng.uniform(0, 1, (draws, len(box_w))) * (width - box_w)
+    y1 = rng.uniform(0, 1, (draws, len(box_h))) * (height - box_h)
+    return np.stack([x1, y1, x1 + box_w, y1 + box_h], axis=-1)
+
+
+def hit_rates(boxes_per_image: Dict[int, np.ndarray],
+              regions_per_image: Dict[int, np.ndarray],
+              img_shapes: Dict[int, Sequence[int]], draws: int = 20,
+              seed: int = 0) -> Dict[str, float]:
+    """Part hit rate of the proposals and of same-size random boxes.
+
+    Args:
+        boxes_per_image (dict): image id -> (N, 4) proposed boxes.
+        regions_per_image (dict): image id -> (P, 4) ground-truth part regions.
+        img_shapes (dict): image id -> (H, W).
+        draws (int): random boxes per proposed box.
+        seed (int): seed of the random boxes.
+
+    Returns:
+        dict: ``hit_rate`` and ``random_hit_rate`` (fractions of boxes),
+        ``num_boxes``.
+    """
+    if not boxes_per_image:
+        raise ValueError('boxes_per_image is empty: no proposals to score')
+    rng = np.random.default_rng(seed)
+    hits = random_hits = num_boxes = 0
+    for image_id in sorted(boxes_per_image):
+        boxes = np.asarray(boxes_per_image[image_id], dtype=np.float64).reshape(-1, 4)
+        regions = regions_per_image[image_id]
+        hits += int(box_centre_hits(boxes, regions).sum())
+        random_boxes = random_boxes_like(boxes, img_shapes[image_id], draws, rng)
+        random_hits += int(box_centre_hits(random_boxes.reshape(-1, 4), regions).sum())
+        num_boxes += len(boxes)
+    return dict(hit_rate=hits / num_boxes,
+                random_hit_rate=random_hits / (num_boxes * draws), num_boxes=num_boxes)
+
+
+def accuracies(pred_labels: Sequence[int], gt_labels: Sequence[int],
+               num_classes: int) -> Dict[str, float]:
+    """Top-1 and mean per-class accuracy (classes absent from gt are skipped)."""
+    pred_labels = np.asarray(pred_labels)
+    gt_labels = np.asarray(gt_labels)
+    if pred_labels.shape != gt_labels.shape or pred_labels.size == 0:
+        raise ValueError(f'need equally long non-empty label lists, got '
+                         f'{pred_labels.shape} and {gt_labels.shape}')
+    correct = pred_labels == gt_labels
+    per_class = [correct[gt_labels == k].mean() for k in range(num_classes)
+                 if (gt_labels == k).any()]
+    return dict(top1=float(correct.mean()), mean_class_acc=float(np.mean(per_class)))
+
+
+def summarise(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    """mean, sample std (None for one value), min, max, n."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return dict(mean=None, std=None, min=None, max=None, n=0)
+    return dict(mean=statistics.mean(values),
+                std=statistics.stdev(values) if len(values) > 1 else None,
+                min=min(values), max=max(values), n=len(values))
+
+
+def read_part_boxes(data_root: str) -> Dict[int, np.ndarray]:
+    """image id -> (P, 4) xyxy part regions from ``parts/part_boxes.txt``."""
+    path = osp.join(data_root, 'parts', 'part_boxes.txt')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path} not found; write the set with '
+                                'mmdaf.datasets.make_synthetic_fgvc')
+    regions: Dict[int, List[List[float]]] = {}
+    with open(path) as f:
+        for line_no, line in enumerate(f, start=1):
+            fields = line.split()
+            if len(fields) != 6:
+                raise ValueError(f'{path}:{line_no}: expected "<image_id> <part_id> '
+                                 f'<x1> <y1> <x2> <y2>", got {line!r}')
+            regions.setdefault(int(fields[0]), []).append([float(v) for v in fields[2:]])
+    return {image_id: np.array(boxes) for image_id, boxes in regions.items()}
+
+
+def read_image_ids(data_root: str) -> Dict[str, int]:
+    """relative image path -> image id from ``images.txt``."""
+    ids = {}
+    with open(osp.join(data_root, 'images.txt')) as f:
+        for line in f:
+            image_id, rel_path = line.split()
+            ids[rel_path] = int(image_id)
+    return ids
+
+
+# ----------------------------------------------------------------------------
+# Training runs
+# ----------------------------------------------------------------------------
+def config_path(name: str) -> str:
+    path = CONFIGS.get(name, name)
+    return path if osp.isabs(path) else osp.join(REPO_ROOT, path)
+
+
+def cfg_options(config: str, data_root: str, num_classes: int, img_size: int,
+                epochs: int, seed: int) -> List[str]:
+    """``--cfg-options`` for tools/train.py: data, classes, epochs, seed."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    model = cfg.model
+    options = {
+        'data_preprocessor.num_classes': num_classes,
+        'model.head.num_classes': num_classes,
+        'train_cfg.max_epochs': epochs,
+        'param_scheduler.T_max': epochs,
+        'randomness.seed': seed,
+        'default_hooks.checkpoint.interval': epochs,
+        'default_hooks.checkpoint.max_keep_ckpts': 1,
+        'default_hooks.logger.interval': 5,
+    }
+    if model.get('teacher') is not None:
+        options['model.teacher.head.num_classes'] = num_classes
+    if model.get('fusion_head') is not None:
+        options['model.fusion_head.num_classes'] = num_classes
+    if model.get('sppn_head') is not None and img_size != 128:
+        options['model.sppn_head.anchor_generator.octave_base_scale'] = \
+            ANCHOR_BASE_SCALE_AT_128 * img_size / 128
+    # Only the train loader: --no-validate drops the val loader, and the test
+    # split is read by evaluate_checkpoint with its own data root.
+    options['train_dataloader.dataset.data_root'] = data_root
+    options['train_dataloader.num_workers'] = 0
+    options['train_dataloader.persistent_workers'] = False
+    return [f'{key}={value}' for key, value in options.items()]
+
+
+def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
+                       data_root: str) -> dict:
+    """One training subprocess, then one evaluation subprocess; their record."""
+    config = config_path(name)
+    work_dir = osp.join(args.work_dir, f'{name}_seed{seed}')
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads))
+    record = dict(config=name, config_path=osp.relpath(config, REPO_ROOT), seed=seed,
+                  work_dir=work_dir, loadavg_start=list(os.getloadavg()))
+    start = time.perf_counter()
+    train_cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config,
+                 '--work-dir', work_dir, '--no-validate', '--cfg-options',
+                 *cfg_options(config, data_root, args.num_classes, args.img_size,
+                              args.epochs, seed)]
+    os.makedirs(work_dir, exist_ok=True)
+    with open(osp.join(work_dir, 'train_stdout.log'), 'w') as log:
+        subprocess.run(train_cmd, check=True, cwd=REPO_ROOT, env=env, stdout=log,
+                       stderr=subprocess.STDOUT)
+    record['train_s'] = time.perf_counter() - start
+    checkpoint = osp.join(work_dir, f'epoch_{args.epochs}.pth')
+    eval_out = osp.join(work_dir, 'final_epoch_eval.json')
+    eval_cmd = [sys.executable, osp.abspath(__file__), '--evaluate', work_dir,
+                '--checkpoint', checkpoint, '--data-root', data_root,
+                '--num-classes', str(args.num_classes), '--random-draws',
+                str(args.random_draws), '--out', eval_out]
+    with open(osp.join(work_dir, 'eval_stdout.log'), 'w') as log:
+        subprocess.run(eval_cmd, check=True, cwd=REPO_ROOT, env=env, stdout=log,
+                       stderr=subprocess.STDOUT)
+    with open(eval_out) as f:
+        record.update(json.load(f))
+    record['final_train_loss'] = _final_train_loss(work_dir)
+    record['total_s'] = time.perf_counter() - start
+    record['loadavg_end'] = list(os.getloadavg())
+    return record
+
+
+def _final_train_loss(work_dir: str) -> Optional[float]:
+    """Mean logged total loss over the last epoch (from vis_data/scalars.json)."""
+    paths = []
+    for root, _, files in os.walk(work_dir):
+        paths += [osp.join(root, f) for f in files if f == 'scalars.json']
+    if not paths:
+        return None
+    entries = []
+    with open(sorted(paths)[-1]) as f:
+        for line in f:
+            entry = json.loads(line)
+            if 'loss' in entry and 'epoch' in entry:
+                entries.append(entry)
+    if not entries:
+        return None
+    last_epoch = entries[-1]['epoch']
+    return statistics.mean(e['loss'] for e in entries if e['epoch'] == last_epoch)
+
+
+# ----------------------------------------------------------------------------
+# Evaluation of one final checkpoint (run in its own process)
+# ----------------------------------------------------------------------------
+def evaluate_checkpoint(work_dir: str, checkpoint: str, data_root: str,
+                        num_classes: int, random_draws: int) -> dict:
+    """Accuracies and part hit rates of one checkpoint on the test split."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner, load_checkpoint
+    from mmpretrain.registry import MODELS
+
+    import mmdaf  # noqa: F401  (registers components, allow-lists checkpoints)
+
+    configs = [f for f in os.listdir(work_dir) if f.endswith('.py')]
+    if len(configs) != 1:
+        raise FileNotFoundError(f'{work_dir}: expected the one config the Runner '
+                                f'dumps there, found {configs}')
+    cfg = Config.fromfile(osp.join(work_dir, configs[0]))
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    model_cfg = copy.deepcopy(cfg.model)
+    if model_cfg.get('data_preprocessor') is None:
+        model_cfg['data_preprocessor'] = cfg.get('data_preprocessor')
+    model = MODELS.build(model_cfg)
+    load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
+    model.eval()
+
+    loader_cfg = copy.deepcopy(cfg.test_dataloader)
+    loader_cfg.update(num_workers=0, persistent_workers=False)
+    loader_cfg.dataset.data_root = data_root
+    loader = Runner.build_dataloader(loader_cfg)
+    image_ids = read_image_ids(data_root)
+    images_dir = osp.join(data_root, 'images')
+
+    preds, student_preds, gts = [], [], []
+    boxes_per_image, img_shapes = {}, {}
+    with torch.no_grad():
+        for data in loader:
+            data = model.data_preprocessor(data, False)
+            for sample in model(**data, mode='predict'):
+                preds.append(int(sample.pred_label))
+                gts.append(int(sample.gt_label))
+                if 'student_score' in sample:
+                    student_preds.append(int(sample.student_score.argmax()))
+                if 'part_boxes' in sample:
+                    image_id = image_ids[osp.relpath(sample.img_path, images_dir)]
+                    boxes_per_image[image_id] = sample.part_boxes.cpu().numpy()
+                    img_shapes[image_id] = tuple(sample.img_shape[:2])
+    result = dict(checkpoint=checkpoint, num_test=len(gts),
+                  **accuracies(preds, gts, num_classes))
+    result['student_top1'] = (accuracies(student_preds, gts, num_classes)['top1']
+                              if student_preds else None)
+    if boxes_per_image:
+        result.update(hit_rates(boxes_per_image, read_part_boxes(data_root), img_shapes,
+                                draws=random_draws))
+        result['num_parts'] = int(next(iter(boxes_per_image.values())).shape[0])
+        widths = [b[:, 2] - b[:, 0] for b in boxes_per_image.values()]
+        heights = [b[:, 3] - b[:, 1] for b in boxes_per_image.values()]
+        result['mean_box_wh'] = [float(np.mean(widths)), float(np.mean(heights))]
+    else:
+        result.update(hit_rate=None, random_hit_rate=None)
+    return result
+
+
+# ----------------------------------------------------------------------------
+# Orchestration
+# ----------------------------------------------------------------------------
+def prepare_data(args: argparse.Namespace) -> str:
+    """Write the synthetic set once per set of arguments; return its root."""
+    from mmdaf.datasets import make_synthetic_fgvc
+    name = (f'synthetic_c{args.num_classes}_tr{args.train_per_class}_'
+            f'te{args.test_per_class}_s{args.img_size}_seed{args.data_seed}')
+    data_root = osp.abspath(osp.join(args.work_dir, 'data', name))
+    if not osp.isfile(osp.join(data_root, 'parts', 'part_boxes.txt')):
+        info = make_synthetic_fgvc(data_root, num_classes=args.num_classes,
+                                   train_per_class=args.train_per_class,
+                                   test_per_class=args.test_per_class,
+                                   img_size=args.img_size, seed=args.data_seed,
+                                   overwrite=True)
+        print(f"wrote {info['num_images']} images to {data_root} in "
+              f"{info['elapsed_s']:.1f} s", flush=True)
+    return data_root
+
+
+def aggregate(records: List[dict], config_names: Sequence[str]) -> Dict[str, dict]:
+    summary = {}
+    for name in config_names:
+        runs = [r for r in records if r['config'] == name]
+        summary[name] = {metric: summarise([r.get(metric) for r in runs])
+                         for metric in METRICS}
+        summary[name]['train_s'] = summarise([r['train_s'] for r in runs])
+    return summary
+
+
+def format_table(result: dict) -> str:
+    def cell(stats, percent=True):
+        if stats['mean'] is None:
+            return '-'
+        scale = 100 if percent else 1
+        text = f"{scale * stats['mean']:.1f}"
+        if stats['std'] is not None:
+            text += f" ± {scale * stats['std']:.1f}"
+        return text
+
+    lines = [f"{'config':<18}{'top-1 %':>14}{'mean cls acc %':>16}{'student top-1':>15}"
+             f"{'hit rate %':>12}{'random %':>10}{'train s':>9}"]
+    for name, stats in result['summary'].items():
+        lines.append(f"{name:<18}{cell(stats['top1']):>14}"
+                     f"{cell(stats['mean_class_acc']):>16}"
+                     f"{cell(stats['student_top1']):>15}{cell(stats['hit_rate']):>12}"
+                     f"{cell(stats['random_hit_rate']):>10}"
+                     f"{cell(stats['train_s'], percent=False):>9}")
+    return '\n'.join(lines)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--configs', nargs='+', default=list(DEFAULT_CONFIGS),
+                        help=f'names ({", ".join(CONFIGS)}) or config paths; '
+                        f'default {" ".join(DEFAULT_CONFIGS)}')
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2],
+                        help='training seeds (randomness.seed)')
+    parser.add_argument('--data-seed', type=int, default=0,
+                        help='seed of the synthetic set (the same for every run)')
+    parser.add_argument('--epochs', type=int, default=8)
+    parser.add_argument('--num-classes', type=int, default=4)
+    parser.add_argument('--img-size', type=int, default=64)
+    parser.add_argument('--train-per-class', type=int, default=48)
+    parser.add_argument('--test-per-class', type=int, default=20)
+    parser.add_argument('--random-draws', type=int, default=20,
+                        help='random boxes per proposed box for the random hit rate')
+    parser.add_argument('--jobs', type=int, default=2,
+                        help='training runs at a time (default 2: one per core)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch threads per run (OMP_NUM_THREADS; default 1)')
+    parser.add_argument('--work-dir', default=osp.join(REPO_ROOT, 'work_dirs',
+                                                       'learning'))
+    parser.add_argument('--out', help='write the results as JSON here')
+    # Internal: evaluate one finished run (used by the training jobs).
+    parser.add_argument('--evaluate', metavar='WORK_DIR', help=argparse.SUPPRESS)
+    parser.add_argument('--checkpoint', help=argparse.SUPPRESS)
+    parser.add_argument('--data-root', help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    for name in ('epochs', 'num_classes', 'img_size', 'train_per_class',
+                 'test_per_class', 'random_draws', 'jobs', 'threads'):
+        if getattr(args, name) < 1:
+            raise ValueError(f'--{name.replace("_", "-")} must be >= 1, got '
+                             f'{getattr(args, name)}')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    if args.evaluate:
+        result = evaluate_checkpoint(args.evaluate, args.checkpoint, args.data_root,
+                                     args.num_classes, args.random_draws)
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=2)
+        return result
+
+    for name in args.configs:
+        if not osp.isfile(config_path(name)):
+            raise FileNotFoundError(f'--configs: {name!r} is neither one of '
+                                    f'{sorted(CONFIGS)} nor a config file')
+    os.makedirs(args.work_dir, exist_ok=True)
+    start = time.perf_counter()
+    loadavg_start = os.getloadavg()
+    data_root = prepare_data(args)
+    # Longest runs first, so that the two job slots finish close together.
+    jobs = [(name, seed) for name in reversed(args.configs) for seed in args.seeds]
+    records = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(train_and_evaluate, name, seed, args, data_root):
+                   (name, seed) for name, seed in jobs}
+        for future in concurrent.futures.as_completed(futures):
+            record = future.result()
+            records.append(record)
+            print(f"{record['config']} seed {record['seed']}: top-1 "
+                  f"{100 * record['top1']:.1f}%, mean class acc "
+                  f"{100 * record['mean_class_acc']:.1f}%, train "
+                  f"{record['train_s']:.0f} s, load {record['loadavg_end'][0]:.2f}",
+                  flush=True)
+    records.sort(key=lambda r: (list(args.configs).index(r['config']), r['seed']))
+    result = dict(
+        settings=dict(configs=list(args.configs), seeds=args.seeds,
+                      data_seed=args.data_seed, epochs=args.epochs,
+                      num_classes=args.num_classes, img_size=args.img_size,
+                      train_per_class=args.train_per_class,
+                      test_per_class=args.test_per_class,
+                      random_draws=args.random_draws, jobs=args.jobs,
+                      threads=args.threads, data_root=data_root),
+        machine=dict(cpu_count=os.cpu_count(), loadavg_start=list(loadavg_start),
+                     loadavg_end=list(os.getloadavg())),
+        wall_s=time.perf_counter() - start,
+        summary=aggregate(records, args.configs),
+        runs=records,
+    )
+    print(format_table(result))
+    print(f"wall {result['wall_s']:.0f} s; load average start "
+          f"{loadavg_start[0]:.2f}, end {result['machine']['loadavg_end'][0]:.2f}")
+    if args.out:
+        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=2)
+        print(f'wrote {args.out}')
+    return result
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,182 @@
+"""benchmarks/speed.py and benchmarks/learning.py: hand-computed values and a
+tiny end-to-end speed run whose JSON must be self-consistent."""
+import importlib.util
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO_ROOT, config_path
+
+
+def _load(name: str):
+    path = osp.join(REPO_ROOT, 'benchmarks', f'{name}.py')
+    spec = importlib.util.spec_from_file_location(f'benchmarks_{name}', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+speed = _load('speed')
+learning = _load('learning')
+
+
+# ----------------------------------------------------------------------------
+# learning.py: part hit rate, accuracies
+# ----------------------------------------------------------------------------
+REGIONS = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=float)
+
+
+def test_box_centre_hits_hand_made_boxes():
+    boxes = np.array([
+        [2, 2, 8, 8],        # centre (5, 5): in region 0
+        [10, 10, 20, 20],    # centre (15, 15): between the regions
+        [5, 5, 15, 15],      # centre (10, 10): on region 0's corner, counts
+        [24, 26, 26, 30],    # centre (25, 28): in region 1
+        [-10, 0, 10, 10],    # centre (0, 5): on region 0's left edge
+        [30, 30, 32, 32],    # centre (31, 31): just outside region 1
+    ], dtype=float)
+    hits = learning.box_centre_hits(boxes, REGIONS)
+    assert hits.tolist() == [True, False, True, True, True, False]
+
+
+def test_hit_rates_proposals_and_random_boxes_of_the_same_size():
+    # Image 40 x 40. A 40 x 40 box can only sit at (0, 0): centre (20, 20),
+    # which lies in region 1 (boundary included), so its random copies always
+    # hit; a 0 x 0 box is a uniformly random point: P(hit) = (100 + 100) / 1600.
+    boxes = {1: np.array([[0, 0, 40, 40], [2, 2, 8, 8], [12, 12, 14, 14], [3, 3, 3, 3]],
+                         dtype=float)}
+    regions = {1: REGIONS}
+    shapes = {1: (40, 40)}
+    rates = learning.hit_rates(boxes, regions, shapes, draws=4000, seed=0)
+    # Proposals: (20, 20) hit, (5, 5) hit, (13, 13) miss, (3, 3) hit.
+    assert rates['hit_rate'] == pytest.approx(3 / 4)
+    assert rates['num_boxes'] == 4
+    # Random: box 0 always hits (1), box 3 hits with p = 200/1600 = 0.125; boxes
+    # 1 (6 x 6) and 2 (2 x 2) have centres uniform on [3, 37]^2 and [1, 39]^2:
+    # p1 = (7 * 7 + 10 * 10) / 34**2, p2 = (9 * 9 + 10 * 10) / 38**2.
+    expected = (1 + (49 + 100) / 34**2 + (81 + 100) / 38**2 + 200 / 1600) / 4
+    assert rates['random_hit_rate'] == pytest.approx(expected, abs=0.01)
+
+
+def test_random_boxes_keep_size_and_stay_inside():
+    rng = np.random.default_rng(0)
+    boxes = np.array([[5, 5, 25, 15], [0, 0, 50, 60]], dtype=float)  # second too wide
+    random_boxes = learning.random_boxes_like(boxes, (40, 30), draws=50, rng=rng)
+    assert random_boxes.shape == (50, 2, 4)
+    widths = random_boxes[..., 2] - random_boxes[..., 0]
+    heights = random_boxes[..., 3] - random_boxes[..., 1]
+    assert np.allclose(widths[:, 0], 20) and np.allclose(heights[:, 0], 10)
+    assert np.allclose(widths[:, 1], 30) and np.allclose(heights[:, 1], 40)  # clipped
+    assert (random_boxes[..., :2] >= 0).all()
+    assert (random_boxes[..., 2] <= 30).all() and (random_boxes[..., 3] <= 40).all()
+
+
+def test_hit_rates_rejects_no_proposals():
+    with pytest.raises(ValueError, match='boxes_per_image is empty'):
+        learning.hit_rates({}, {}, {})
+
+
+def test_accuracies_top1_and_mean_per_class():
+    # class 0: 1 of 1 right; class 1: 3 of 4 right; class 2 absent from gt.
+    result = learning.accuracies([0, 0, 1, 1, 1], [0, 1, 1, 1, 1], num_classes=3)
+    assert result['top1'] == pytest.approx(0.8)
+    assert result['mean_class_acc'] == pytest.approx((1.0 + 0.75) / 2)
+
+
+def test_summarise_mean_and_sample_std():
+    stats = learning.summarise([0.5, 0.7, 0.9])
+    assert stats['mean'] == pytest.approx(0.7)
+    assert stats['std'] == pytest.approx(0.2)
+    assert (stats['min'], stats['max'], stats['n']) == (0.5, 0.9, 3)
+    assert learning.summarise([0.4])['std'] is None
+
+
+def test_read_part_boxes(tmp_path):
+    (tmp_path / 'parts').mkdir()
+    (tmp_path / 'parts' / 'part_boxes.txt').write_text(
+        '1 1 1.0 2.0 3.0 4.0\n1 2 5 6 7 8\n2 1 0 0 1 1\n')
+    regions = learning.read_part_boxes(str(tmp_path))
+    assert sorted(regions) == [1, 2]
+    assert regions[1].tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
+    (tmp_path / 'parts' / 'part_boxes.txt').write_text('1 1 1 2 3\n')
+    with pytest.raises(ValueError, match='part_boxes.txt:1'):
+        learning.read_part_boxes(str(tmp_path))
+
+
+def test_cfg_options_follow_the_switched_on_parts():
+    student = dict(o.split('=', 1) for o in learning.cfg_options(
+        config_path('ablation', 'r18_sppn_synthetic.py'), '/data', 4, 64, 3, 1))
+    assert student['model.head.num_classes'] == '4'
+    assert 'model.teacher.head.num_classes' not in student  # teacher=None there
+    assert student['model.sppn_head.anchor_generator.octave_base_scale'] == '1.0'
+    assert student['train_cfg.max_epochs'] == '3' and student['param_scheduler.T_max'] == '3'
+    daf = dict(o.split('=', 1) for o in learning.cfg_options(
+        config_path('daf_r18_synthetic.py'), '/data', 4, 128, 3, 1))
+    assert daf['model.teacher.head.num_classes'] == '4'
+    assert daf['model.fusion_head.num_classes'] == '4'
+    assert 'model.sppn_head.anchor_generator.octave_base_scale' not in daf
+
+
+# ----------------------------------------------------------------------------
+# speed.py: pass counting, memory peaks, ratios, and one tiny run
+# ----------------------------------------------------------------------------
+def test_backbone_pass_equivalents():
+    assert speed.backbone_pass_equivalents(4, 1.0, True, True) == 6.0
+    assert speed.backbone_pass_equivalents(4, 0.5, True, True, 1.2) == pytest.approx(3.2)
+    assert speed.backbone_pass_equivalents(4, 1.0, False, False) == 1.0
+    assert speed.backbone_pass_equivalents(2, 1.0, True, False) == 3.0
+    with pytest.raises(ValueError, match='part_scale'):
+        speed.backbone_pass_equivalents(4, 0.0, True, True)
+
+
+def test_peak_from_memory_events_sorts_by_time():
+    # Running sum in time order: 100, 150, 50, 130, 0 -> peak 150.
+    events = [(3, 80), (0, 100), (2, -100), (1, 50), (4, -130)]
+    assert speed.peak_from_memory_events(events) == 150
+    assert speed.peak_from_memory_events([(0, -10)]) == 0
+
+
+def test_median_ratio_is_taken_round_by_round():
+    # Rounds: 2/(2*1) = 1, 4/(2*1) = 2, 6/(2*2) = 1.5.
+    assert speed.median_ratio([2, 4, 6], [1, 1, 2], scale=2) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match='equally long'):
+        speed.median_ratio([1, 2], [1])
+
+
+def test_peak_memory_bytes_cpu_sees_a_temporary_tensor():
+    def allocate():
+        big = torch.ones(1000, 1000)  # 4 MB held, then freed
+        del big
+
+    assert speed.peak_memory_bytes(allocate, 'cpu') >= 4_000_000
+
+
+def test_tiny_speed_run_writes_consistent_json():
+    threads_before = torch.get_num_threads()
+    # One thread: on a loaded 2-core machine two threads make this 5x slower.
+    result = speed.run_benchmark(config_path('daf_r18_synthetic.py'), size=64, batch=1,
+                                 repeats=1, warmup=0, memory=False, threads=1,
+                                 log=lambda _: None)
+    assert torch.get_num_threads() == threads_before  # restored
+    for name in ('backbone_train', 'daf_train', 'parts_backbone_train',
+                 'teacher_backbone_train', 'backbone_predict', 'daf_predict'):
+        assert result['times_s'][name] > 0, name
+    assert result['num_parts'] == 4 and result['part_scale'] == 1.0
+    assert result['passes_train'] == pytest.approx(5 + result['teacher_factor'])
+    assert result['passes_train_nominal'] == 6.0
+    times = result['times_s']
+    assert result['train_ratio'] == pytest.approx(
+        times['daf_train'] / (result['passes_train'] * times['backbone_train']))
+    assert result['infer_ratio'] == pytest.approx(
+        times['daf_predict'] / (2 * times['backbone_predict']))
+    assert result['train_overhead'] == pytest.approx(result['train_ratio'] - 1)
+    # The stages cover the whole step: their FLOPs add up to the DAF step's.
+    assert result['breakdown_flops_sum'] == pytest.approx(result['flops']['daf_train'],
+                                                          rel=1e-6)
+    # DAF does at least the part and teacher passes on top of the student's.
+    assert result['flops']['daf_train'] > 5 * result['flops']['backbone_train']
+    assert result['flops_train_ratio'] > 1.0
+    stages = {row['stage'] for row in result['breakdown']}
+    assert 'SPPN (FPN, head, propose incl. NMS)' in stages
+    assert 'PAF-bilinear neck + teacher head' in stages
