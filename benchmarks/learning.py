@@ -18,12 +18,13 @@ crop in the test pipeline), so proposals and part boxes share coordinates.
 With ``--img-size`` other than 128 the SPPN anchors are scaled with the image
 (``octave_base_scale = 2 * img_size / 128``) so that they keep covering parts.
 
-Usage (the reduced run of docs/benchmarks.md, then the full one)::
+The defaults are the full run (3 seeds; 4 classes, 100 training and 25 test
+images per class at 64 px, 5 epochs, two 1-thread runs at a time), sized for
+about 40 minutes on 2 idle CPU cores; docs/benchmarks.md gives the measured
+times. Usage::
 
-    python benchmarks/learning.py --seeds 0 --epochs 8 --num-classes 4 \
-        --img-size 64 --train-per-class 48 --test-per-class 20 --jobs 2 \
-        --out work_dirs/learning/learning.json
-    python benchmarks/learning.py --seeds 0 1 2 --out work_dirs/learning/full.json
+    python benchmarks/learning.py --out work_dirs/learning/full.json   # full
+    python benchmarks/learning.py --seeds 0 --out work_dirs/learning/seed0.json
 
 Results are averaged over seeds (mean, sample std, min, max).
 """
@@ -250,7 +251,9 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
     record['train_s'] = time.perf_counter() - start
     checkpoint = osp.join(work_dir, f'epoch_{args.epochs}.pth')
     eval_out = osp.join(work_dir, 'final_epoch_eval.json')
-    eval_cmd = [sys.executable, osp.abspath(__file__), '--evaluate', work_dir,
+    # The Runner dumps the merged config into the work dir under its own name.
+    dumped_config = osp.join(work_dir, osp.basename(config))
+    eval_cmd = [sys.executable, osp.abspath(__file__), '--evaluate', dumped_config,
                 '--checkpoint', checkpoint, '--data-root', data_root,
                 '--num-classes', str(args.num_classes), '--random-draws',
                 str(args.random_draws), '--out', eval_out]
@@ -287,9 +290,13 @@ def _final_train_loss(work_dir: str) -> Optional[float]:
 # ----------------------------------------------------------------------------
 # Evaluation of one final checkpoint (run in its own process)
 # ----------------------------------------------------------------------------
-def evaluate_checkpoint(work_dir: str, checkpoint: str, data_root: str,
+def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
                         num_classes: int, random_draws: int) -> dict:
-    """Accuracies and part hit rates of one checkpoint on the test split."""
+    """Accuracies and part hit rates of one checkpoint on the test split.
+
+    ``config_file`` is the config the Runner dumped into the run's work dir
+    (with the run's ``--cfg-options`` applied), or that work dir.
+    """
     import torch
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
@@ -298,11 +305,13 @@ def evaluate_checkpoint(work_dir: str, checkpoint: str, data_root: str,
 
     import mmdaf  # noqa: F401  (registers components, allow-lists checkpoints)
 
-    configs = [f for f in os.listdir(work_dir) if f.endswith('.py')]
-    if len(configs) != 1:
-        raise FileNotFoundError(f'{work_dir}: expected the one config the Runner '
-                                f'dumps there, found {configs}')
-    cfg = Config.fromfile(osp.join(work_dir, configs[0]))
+    if osp.isdir(config_file):  # a work dir: the one config the Runner dumped
+        dumped = [f for f in os.listdir(config_file) if f.endswith('.py')]
+        if len(dumped) != 1:
+            raise FileNotFoundError(f'{config_file}: expected one dumped config, '
+                                    f'found {dumped}')
+        config_file = osp.join(config_file, dumped[0])
+    cfg = Config.fromfile(config_file)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model_cfg = copy.deepcopy(cfg.model)
     if model_cfg.get('data_preprocessor') is None:
@@ -408,11 +417,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='training seeds (randomness.seed)')
     parser.add_argument('--data-seed', type=int, default=0,
                         help='seed of the synthetic set (the same for every run)')
-    parser.add_argument('--epochs', type=int, default=8)
+    parser.add_argument('--epochs', type=int, default=5)
     parser.add_argument('--num-classes', type=int, default=4)
     parser.add_argument('--img-size', type=int, default=64)
-    parser.add_argument('--train-per-class', type=int, default=48)
-    parser.add_argument('--test-per-class', type=int, default=20)
+    parser.add_argument('--train-per-class', type=int, default=100)
+    parser.add_argument('--test-per-class', type=int, default=25)
     parser.add_argument('--random-draws', type=int, default=20,
                         help='random boxes per proposed box for the random hit rate')
     parser.add_argument('--jobs', type=int, default=2,
@@ -423,7 +432,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                                        'learning'))
     parser.add_argument('--out', help='write the results as JSON here')
     # Internal: evaluate one finished run (used by the training jobs).
-    parser.add_argument('--evaluate', metavar='WORK_DIR', help=argparse.SUPPRESS)
+    parser.add_argument('--evaluate', metavar='CONFIG', help=argparse.SUPPRESS)
     parser.add_argument('--checkpoint', help=argparse.SUPPRESS)
     parser.add_argument('--data-root', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

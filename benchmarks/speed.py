@@ -56,7 +56,7 @@ if REPO_ROOT not in sys.path:
 
 DEFAULT_CONFIG = 'configs/daf_r50_cub.py'
 QUICK_CONFIG = 'configs/daf_r18_synthetic.py'
-QUICK_SETTINGS = dict(size=128, batch=2, repeats=3, warmup=1)
+QUICK_SETTINGS = dict(size=128, batch=2, repeats=3, warmup=1, threads=1)
 MEMORY_EVENT_NAME = '[memory]'
 MIB = 1024.0**2
 
@@ -595,7 +595,8 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
             if memory:
                 row['peak_mem_mib'] = peak_memory_bytes(stage_fns[name], device) / MIB
             if flops:
-                row['gflops'] = count_flops(stage_fns[name]) / 1e9
+                row['flops'] = count_flops(stage_fns[name])
+                row['gflops'] = row['flops'] / 1e9
             rows.append(row)
         stage_sum = sum(row['time_s'] for row in rows)
         daf_time = result['times_s']['daf_train']
@@ -609,17 +610,17 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
         result['breakdown_sum_s'] = stage_sum
         if flops:
             # Stages are FLOP-complete: their sum equals the DAF step's count.
-            result['breakdown_flops_sum'] = int(sum(row['gflops'] for row in rows) * 1e9)
+            result['breakdown_flops_sum'] = sum(row['flops'] for row in rows)
         result['breakdown_unattributed_s'] = daf_time - stage_sum
-        if memory:
-            result['peak_mem_mib'] = dict(
-                backbone_train=peak_memory_bytes(steps.backbone_train, device) / MIB,
-                daf_train=peak_memory_bytes(steps.daf_train, device) / MIB)
-            result['memory_measure'] = (
-                'torch.cuda.max_memory_allocated above the level at the start'
-                if device.startswith('cuda') else
-                'CPU: peak of the running sum of torch.profiler [memory] events '
-                '(tensor bytes allocated minus freed) during the stage')
+    if memory:
+        result['peak_mem_mib'] = dict(
+            backbone_train=peak_memory_bytes(steps.backbone_train, device) / MIB,
+            daf_train=peak_memory_bytes(steps.daf_train, device) / MIB)
+        result['memory_measure'] = (
+            'torch.cuda.max_memory_allocated above the level at the start'
+            if device.startswith('cuda') else
+            'CPU: peak of the running sum of torch.profiler [memory] events '
+            '(tensor bytes allocated minus freed) during the stage')
     result['loadavg_end'] = list(os.getloadavg())
     return result
 
@@ -674,11 +675,11 @@ def format_table(result: dict) -> str:
         lines.append(f"{'sum of stages':<63}{result['breakdown_sum_s']:>9.4f}")
         lines.append(f"{'T_daf - sum (autograd glue, unattributed)':<63}"
                      f"{result['breakdown_unattributed_s']:>9.4f}")
-        if has_mem:
-            mem = result['peak_mem_mib']
-            lines.append(f"peak memory (MiB): backbone train step {mem['backbone_train']:.1f}"
-                         f", DAF train step {mem['daf_train']:.1f}  "
-                         f"[{result['memory_measure']}]")
+    if 'peak_mem_mib' in result:
+        mem = result['peak_mem_mib']
+        lines.append(f"peak memory (MiB): backbone train step {mem['backbone_train']:.1f}"
+                     f", DAF train step {mem['daf_train']:.1f}  "
+                     f"[{result['memory_measure']}]")
     return '\n'.join(lines)
 
 
@@ -704,8 +705,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=None,
                         help='untimed rounds first (default 1)')
     parser.add_argument('--quick', action='store_true',
-                        help=f'{QUICK_CONFIG}, size 128, batch 2, 3 repeats (< 2 min on '
-                        '2 CPU cores)')
+                        help=f'{QUICK_CONFIG}, size 128, batch 2, 3 repeats, 1 thread '
+                        '(about 1 min on 2 busy CPU cores)')
     parser.add_argument('--no-breakdown', action='store_true',
                         help='skip the per-stage breakdown')
     parser.add_argument('--no-memory', action='store_true',
@@ -713,8 +714,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--no-flops', action='store_true',
                         help='skip the FLOP counts')
     parser.add_argument('--threads', type=int, default=None,
-                        help='torch intra-op threads (default: torch\'s own choice); '
-                        '1 gives steadier numbers on a loaded machine')
+                        help='torch intra-op threads (default: torch\'s own choice; 1 '
+                        'with --quick); on a loaded machine 2 threads wait on each '
+                        'other and 1 gives faster, steadier numbers')
     parser.add_argument('--flops-only', action='store_true',
                         help='only count FLOPs (no timing, no memory); seconds, '
                         'for what-if configs')
@@ -728,7 +730,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if args.quick:
         defaults = dict(QUICK_SETTINGS, config=QUICK_CONFIG)
     else:
-        defaults = dict(config=DEFAULT_CONFIG, size=448, repeats=5, warmup=1,
+        defaults = dict(config=DEFAULT_CONFIG, size=448, repeats=5, warmup=1, threads=None,
                         batch=16 if args.device.startswith('cuda') else 2)
     for key, value in defaults.items():
         if getattr(args, key) is None:
