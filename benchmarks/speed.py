@@ -158,6 +158,7 @@ def build_daf_model(config: str, device: str, cfg_options: Optional[dict] = None
     ``cfg_options`` are merged into the config first (``--cfg-options``).
     """
     from mmengine.config import Config
+    from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
 
@@ -174,7 +175,14 @@ def build_daf_model(config: str, device: str, cfg_options: Optional[dict] = None
                          f'type={model_cfg.get("type")!r}')
     model = MODELS.build(model_cfg)
     assert isinstance(model, DAFClassifier)
-    model.init_weights()
+    # init_weights logs one INFO paragraph per parameter; keep the output short.
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
     return model.to(device)
 
 
@@ -410,6 +418,56 @@ class DAFSteps:
                 self.student.object_mask)
         self._backward(boxes.float().sum() + scores.float().sum())
 
+    def sppn_detail(self, warmup: int, repeats: int) -> Dict[str, float]:
+        """Forward-only split of the SPPN stage (median seconds, no grad).
+
+        ``fpn``: the FPN neck; ``head convs``: the dense score/delta convs;
+        ``propose post-processing``: ``propose`` minus its dense convs (anchors,
+        candidate mask, top-k, decode, NMS, pick N); ``NMS``: the head's
+        ``_nms_survivors`` alone, timed by wrapping it on this instance.
+        """
+        model = self.model
+        head = model.sppn_head
+        img_shape = (self.height, self.width)
+        with torch.no_grad(), self.autocast():
+            fpn_feats = model.sppn_neck(self.student.feats)
+        nms_times = []
+        original_nms = head._nms_survivors
+
+        def timed_nms(*args, **kwargs):
+            start = time.perf_counter()
+            out = original_nms(*args, **kwargs)
+            _sync(self.device)
+            nms_times.append(time.perf_counter() - start)
+            return out
+
+        @torch.no_grad()
+        def fpn():
+            with self.autocast():
+                model.sppn_neck(self.student.feats)
+
+        @torch.no_grad()
+        def head_convs():
+            with self.autocast():
+                head(fpn_feats)
+
+        @torch.no_grad()
+        def propose():
+            with self.autocast():
+                head.propose(fpn_feats, img_shape, self.student.object_mask)
+
+        head._nms_survivors = timed_nms
+        try:
+            times = interleaved_times(dict(fpn=fpn, head_convs=head_convs,
+                                           propose=propose), self.device, warmup, repeats)
+        finally:
+            del head._nms_survivors  # back to the class's method
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        return {'fpn': medians['fpn'], 'head convs': medians['head_convs'],
+                'propose post-processing':
+                    medians['propose'] - medians['head_convs'],
+                'NMS': statistics.median(nms_times[warmup:] or nms_times)}
+
     @torch.no_grad()
     def stage_part_images(self) -> None:
         with self.autocast():
@@ -612,6 +670,8 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
             # Stages are FLOP-complete: their sum equals the DAF step's count.
             result['breakdown_flops_sum'] = sum(row['flops'] for row in rows)
         result['breakdown_unattributed_s'] = daf_time - stage_sum
+        if model.with_sppn:
+            result['sppn_forward_detail_s'] = steps.sppn_detail(warmup, repeats)
     if memory:
         result['peak_mem_mib'] = dict(
             backbone_train=peak_memory_bytes(steps.backbone_train, device) / MIB,
@@ -675,6 +735,10 @@ def format_table(result: dict) -> str:
         lines.append(f"{'sum of stages':<63}{result['breakdown_sum_s']:>9.4f}")
         lines.append(f"{'T_daf - sum (autograd glue, unattributed)':<63}"
                      f"{result['breakdown_unattributed_s']:>9.4f}")
+        if 'sppn_forward_detail_s' in result:
+            detail = ', '.join(f'{name} {value:.4f}'
+                               for name, value in result['sppn_forward_detail_s'].items())
+            lines.append(f'SPPN forward only (s): {detail}')
     if 'peak_mem_mib' in result:
         mem = result['peak_mem_mib']
         lines.append(f"peak memory (MiB): backbone train step {mem['backbone_train']:.1f}"

@@ -134,11 +134,15 @@ def test_concentrate_equals_ce_of_hand_averaged_logits():
 def test_losses_build_from_their_registries():
     from mmdet.registry import MODELS as MMDET_MODELS
     from mmpretrain.registry import MODELS as MMPRETRAIN_MODELS
-    assert isinstance(MMDET_MODELS.build(dict(type='PartRankingLoss', margin=0.5)),
-                      PartRankingLoss)
-    assert isinstance(MMDET_MODELS.build(dict(type='PartOverlapLoss')), PartOverlapLoss)
-    assert isinstance(MMDET_MODELS.build(dict(type='PartAreaLoss')), PartAreaLoss)
-    concentrate = MMPRETRAIN_MODELS.build(dict(type='ConcentrateLoss', top_m=2))
+    # _scope_ as in configs: the process-wide default scope may be another one.
+    ranking = MMDET_MODELS.build(dict(_scope_='mmdet', type='PartRankingLoss', margin=0.5))
+    assert isinstance(ranking, PartRankingLoss) and ranking.margin == 0.5
+    assert isinstance(MMDET_MODELS.build(dict(_scope_='mmdet', type='PartOverlapLoss')),
+                      PartOverlapLoss)
+    assert isinstance(MMDET_MODELS.build(dict(_scope_='mmdet', type='PartAreaLoss')),
+                      PartAreaLoss)
+    concentrate = MMPRETRAIN_MODELS.build(
+        dict(_scope_='mmpretrain', type='ConcentrateLoss', top_m=2))
     assert isinstance(concentrate, ConcentrateLoss) and concentrate.top_m == 2
 
 

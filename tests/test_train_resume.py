@@ -21,7 +21,7 @@ def tiny_baseline_cfg(data_root: str, work_dir: str, max_iters: int) -> Config:
         cfg[loader].persistent_workers = False
     cfg.train_cfg = dict(by_epoch=False, max_iters=max_iters, val_interval=1000)
     cfg.param_scheduler = dict(type='ConstantLR', factor=1.0, by_epoch=False)
-    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2, by_epoch=False)
+    cfg.default_hooks.checkpoint = dict(type='AtomicCheckpointHook', interval=2, by_epoch=False)
     cfg.default_hooks.logger = dict(type='LoggerHook', interval=1)
     cfg.log_level = 'WARNING'
     return cfg
