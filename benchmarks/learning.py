@@ -11,7 +11,10 @@ evaluates the FINAL-epoch checkpoint (never the best epoch) on the test split:
   inside a ground-truth part region (``parts/part_boxes.txt``, all parts,
   boundaries included), against the same for random boxes of the same
   sizes: each box keeps its width and height and gets a uniformly random
-  position inside the image (``--random-draws`` draws per box, seeded).
+  position inside the image (``--random-draws`` draws per box, seeded);
+- the part-in-box rate: the fraction of boxes that contain the centre of at
+  least one part region, against the same for the random boxes (boxes far
+  larger than the parts can miss with their centre and still cover a part).
 
 The synthetic configs use the images at their generated size (no resize or
 crop in the test pipeline), so proposals and part boxes share coordinates.
@@ -56,7 +59,8 @@ CONFIGS = {
 DEFAULT_CONFIGS = ('baseline', 'sppn', 'sppn_lhm', 'daf')
 # The synthetic configs' anchors (octave_base_scale=2) are sized for 128 px.
 ANCHOR_BASE_SCALE_AT_128 = 2.0
-METRICS = ('top1', 'mean_class_acc', 'student_top1', 'hit_rate', 'random_hit_rate')
+METRICS = ('top1', 'mean_class_acc', 'student_top1', 'hit_rate', 'random_hit_rate',
+           'part_in_box_rate', 'random_part_in_box_rate')
 
 
 # ----------------------------------------------------------------------------
@@ -80,6 +84,31 @@ def box_centre_hits(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> np.ndar
               & (centre_x[:, None] <= regions_xyxy[None, :, 2])
               & (centre_y[:, None] >= regions_xyxy[None, :, 1])
               & (centre_y[:, None] <= regions_xyxy[None, :, 3]))
+    return inside.any(axis=1)
+
+
+def boxes_containing_a_part(boxes_xyxy: np.ndarray,
+                            regions_xyxy: np.ndarray) -> np.ndarray:
+    """Whether each box contains the centre of at least one region.
+
+    The complement of :func:`box_centre_hits` for boxes much larger than the
+    parts, whose centres can miss every part while the box covers one.
+
+    Args:
+        boxes_xyxy (np.ndarray): (N, 4) boxes.
+        regions_xyxy (np.ndarray): (P, 4) regions.
+
+    Returns:
+        np.ndarray: (N,) bool; boundaries count as inside.
+    """
+    boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    regions_xyxy = np.asarray(regions_xyxy, dtype=np.float64).reshape(-1, 4)
+    centre_x = (regions_xyxy[:, 0] + regions_xyxy[:, 2]) / 2
+    centre_y = (regions_xyxy[:, 1] + regions_xyxy[:, 3]) / 2
+    inside = ((centre_x[None, :] >= boxes_xyxy[:, None, 0])
+              & (centre_x[None, :] <= boxes_xyxy[:, None, 2])
+              & (centre_y[None, :] >= boxes_xyxy[:, None, 1])
+              & (centre_y[None, :] <= boxes_xyxy[:, None, 3]))
     return inside.any(axis=1)
 
 
@@ -128,16 +157,22 @@ def hit_rates(boxes_per_image: Dict[int, np.ndarray],
     if not boxes_per_image:
         raise ValueError('boxes_per_image is empty: no proposals to score')
     rng = np.random.default_rng(seed)
-    hits = random_hits = num_boxes = 0
+    hits = random_hits = contains = random_contains = num_boxes = 0
     for image_id in sorted(boxes_per_image):
         boxes = np.asarray(boxes_per_image[image_id], dtype=np.float64).reshape(-1, 4)
         regions = regions_per_image[image_id]
+        random_boxes = random_boxes_like(boxes, img_shapes[image_id], draws,
+                                         rng).reshape(-1, 4)
         hits += int(box_centre_hits(boxes, regions).sum())
-        random_boxes = random_boxes_like(boxes, img_shapes[image_id], draws, rng)
-        random_hits += int(box_centre_hits(random_boxes.reshape(-1, 4), regions).sum())
+        random_hits += int(box_centre_hits(random_boxes, regions).sum())
+        contains += int(boxes_containing_a_part(boxes, regions).sum())
+        random_contains += int(boxes_containing_a_part(random_boxes, regions).sum())
         num_boxes += len(boxes)
     return dict(hit_rate=hits / num_boxes,
-                random_hit_rate=random_hits / (num_boxes * draws), num_boxes=num_boxes)
+                random_hit_rate=random_hits / (num_boxes * draws),
+                part_in_box_rate=contains / num_boxes,
+                random_part_in_box_rate=random_contains / (num_boxes * draws),
+                num_boxes=num_boxes)
 
 
 def accuracies(pred_labels: Sequence[int], gt_labels: Sequence[int],
@@ -237,18 +272,26 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
     work_dir = osp.join(args.work_dir, f'{name}_seed{seed}')
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
-    record = dict(config=name, config_path=osp.relpath(config, REPO_ROOT), seed=seed,
-                  work_dir=work_dir, loadavg_start=list(os.getloadavg()))
+    record_path = osp.join(work_dir, 'run_record.json')
     start = time.perf_counter()
-    train_cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config,
-                 '--work-dir', work_dir, '--no-validate', '--cfg-options',
-                 *cfg_options(config, data_root, args.num_classes, args.img_size,
-                              args.epochs, seed)]
-    os.makedirs(work_dir, exist_ok=True)
-    with open(osp.join(work_dir, 'train_stdout.log'), 'w') as log:
-        subprocess.run(train_cmd, check=True, cwd=REPO_ROOT, env=env, stdout=log,
-                       stderr=subprocess.STDOUT)
-    record['train_s'] = time.perf_counter() - start
+    if args.eval_only:
+        with open(record_path) as f:
+            record = json.load(f)
+    else:
+        record = dict(config=name, config_path=osp.relpath(config, REPO_ROOT),
+                      seed=seed, work_dir=work_dir, loadavg_start=list(os.getloadavg()))
+        train_cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config,
+                     '--work-dir', work_dir, '--no-validate', '--cfg-options',
+                     *cfg_options(config, data_root, args.num_classes, args.img_size,
+                                  args.epochs, seed)]
+        os.makedirs(work_dir, exist_ok=True)
+        with open(osp.join(work_dir, 'train_stdout.log'), 'w') as log:
+            subprocess.run(train_cmd, check=True, cwd=REPO_ROOT, env=env, stdout=log,
+                           stderr=subprocess.STDOUT)
+        record['train_s'] = time.perf_counter() - start
+        record['loadavg_train_end'] = list(os.getloadavg())
+        with open(record_path, 'w') as f:
+            json.dump(record, f, indent=2)
     checkpoint = osp.join(work_dir, f'epoch_{args.epochs}.pth')
     eval_out = osp.join(work_dir, 'final_epoch_eval.json')
     # The Runner dumps the merged config into the work dir under its own name.
@@ -263,7 +306,8 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
     with open(eval_out) as f:
         record.update(json.load(f))
     record['final_train_loss'] = _final_train_loss(work_dir)
-    record['total_s'] = time.perf_counter() - start
+    record['eval_s'] = time.perf_counter() - start - (0 if args.eval_only
+                                                       else record['train_s'])
     record['loadavg_end'] = list(os.getloadavg())
     return record
 
@@ -353,7 +397,8 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
         heights = [b[:, 3] - b[:, 1] for b in boxes_per_image.values()]
         result['mean_box_wh'] = [float(np.mean(widths)), float(np.mean(heights))]
     else:
-        result.update(hit_rate=None, random_hit_rate=None)
+        result.update(hit_rate=None, random_hit_rate=None, part_in_box_rate=None,
+                      random_part_in_box_rate=None)
     return result
 
 
@@ -397,13 +442,15 @@ def format_table(result: dict) -> str:
             text += f" ± {scale * stats['std']:.1f}"
         return text
 
-    lines = [f"{'config':<18}{'top-1 %':>14}{'mean cls acc %':>16}{'student top-1':>15}"
-             f"{'hit rate %':>12}{'random %':>10}{'train s':>9}"]
+    lines = [f"{'config':<18}{'top-1 %':>12}{'mean cls %':>12}{'student %':>11}"
+             f"{'hit %':>8}{'random':>8}{'part-in %':>11}{'random':>8}{'train s':>9}"]
     for name, stats in result['summary'].items():
-        lines.append(f"{name:<18}{cell(stats['top1']):>14}"
-                     f"{cell(stats['mean_class_acc']):>16}"
-                     f"{cell(stats['student_top1']):>15}{cell(stats['hit_rate']):>12}"
-                     f"{cell(stats['random_hit_rate']):>10}"
+        lines.append(f"{name:<18}{cell(stats['top1']):>12}"
+                     f"{cell(stats['mean_class_acc']):>12}"
+                     f"{cell(stats['student_top1']):>11}{cell(stats['hit_rate']):>8}"
+                     f"{cell(stats['random_hit_rate']):>8}"
+                     f"{cell(stats['part_in_box_rate']):>11}"
+                     f"{cell(stats['random_part_in_box_rate']):>8}"
                      f"{cell(stats['train_s'], percent=False):>9}")
     return '\n'.join(lines)
 
@@ -430,6 +477,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='torch threads per run (OMP_NUM_THREADS; default 1)')
     parser.add_argument('--work-dir', default=osp.join(REPO_ROOT, 'work_dirs',
                                                        'learning'))
+    parser.add_argument('--eval-only', action='store_true',
+                        help='skip training; evaluate the final checkpoints already in '
+                        '--work-dir again (same settings as their training)')
     parser.add_argument('--out', help='write the results as JSON here')
     # Internal: evaluate one finished run (used by the training jobs).
     parser.add_argument('--evaluate', metavar='CONFIG', help=argparse.SUPPRESS)
@@ -483,7 +533,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                       train_per_class=args.train_per_class,
                       test_per_class=args.test_per_class,
                       random_draws=args.random_draws, jobs=args.jobs,
-                      threads=args.threads, data_root=data_root),
+                      threads=args.threads, data_root=data_root,
+                      eval_only=args.eval_only),
         machine=dict(cpu_count=os.cpu_count(), loadavg_start=list(loadavg_start),
                      loadavg_end=list(os.getloadavg())),
         wall_s=time.perf_counter() - start,

@@ -40,6 +40,19 @@ def test_box_centre_hits_hand_made_boxes():
     assert hits.tolist() == [True, False, True, True, True, False]
 
 
+def test_boxes_containing_a_part_uses_the_part_centres():
+    # Part centres: (5, 5) and (25, 25).
+    boxes = np.array([
+        [0, 0, 40, 40],      # contains both centres, its own centre (20, 20) misses
+        [4, 4, 6, 6],        # contains (5, 5)
+        [6, 6, 19, 19],      # overlaps region 0 but not its centre
+        [25, 25, 30, 30],    # (25, 25) on its corner counts
+    ], dtype=float)
+    contains = learning.boxes_containing_a_part(boxes, REGIONS)
+    assert contains.tolist() == [True, True, False, True]
+    assert learning.box_centre_hits(boxes[:1], REGIONS).tolist() == [True]  # (20, 20)
+
+
 def test_hit_rates_proposals_and_random_boxes_of_the_same_size():
     # Image 40 x 40. A 40 x 40 box can only sit at (0, 0): centre (20, 20),
     # which lies in region 1 (boundary included), so its random copies always
@@ -57,6 +70,14 @@ def test_hit_rates_proposals_and_random_boxes_of_the_same_size():
     # p1 = (7 * 7 + 10 * 10) / 34**2, p2 = (9 * 9 + 10 * 10) / 38**2.
     expected = (1 + (49 + 100) / 34**2 + (81 + 100) / 38**2 + 200 / 1600) / 4
     assert rates['random_hit_rate'] == pytest.approx(expected, abs=0.01)
+    # Part centres (5, 5), (25, 25): box 0 holds both, box 1 holds (5, 5),
+    # boxes 2 and 3 hold none. A random 40 x 40 box always holds both, a 0 x 0
+    # one never; a 6 x 6 one at x1 ~ U(0, 34) holds (5, 5) when x1 in [0, 5] on
+    # both axes, (25, 25) when x1 in [19, 25]; a 2 x 2 one at x1 ~ U(0, 38)
+    # when x1 in [3, 5] or [23, 25].
+    assert rates['part_in_box_rate'] == pytest.approx(2 / 4)
+    expected_in = (1 + (5**2 + 6**2) / 34**2 + 2 * (2 / 38)**2) / 4
+    assert rates['random_part_in_box_rate'] == pytest.approx(expected_in, abs=0.01)
 
 
 def test_random_boxes_keep_size_and_stay_inside():
