@@ -6,10 +6,10 @@ DATA_ROOT ?= data/synthetic_fgvc
 DEMO_CONFIG ?= configs/daf_r18_synthetic.py
 DEMO_WORK_DIR ?= work_dirs/demo
 # The synthetic set the demo trains on (a CUB_200_2011 root).
-SYNTH_ARGS ?= --num-classes 10 --train-per-class 16 --test-per-class 8 --img-size 96 --seed 0
+SYNTH_ARGS ?= --num-classes 10 --train-per-class 40 --test-per-class 10 --img-size 64 --part-scale 1.6 --seed 0
 PYTEST_ARGS ?=
 
-.PHONY: install demo data test lint clean-demo
+.PHONY: install demo data pretrained test lint clean-demo
 
 install:
 	bash tools/install.sh
@@ -19,7 +19,11 @@ $(DATA_ROOT)/images.txt: | install
 
 data: $(DATA_ROOT)/images.txt
 
-demo: install data
+# The generic pretrained checkpoint the synthetic configs start from (cached).
+pretrained: install
+	$(PYTHON) tools/misc/pretrain_synthetic.py
+
+demo: install data pretrained
 	bash tools/misc/demo.sh $(PYTHON) $(DEMO_CONFIG) $(DEMO_WORK_DIR) $(DATA_ROOT)
 
 test: install

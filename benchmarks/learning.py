@@ -1,7 +1,11 @@
-"""Do the parts help? The four ResNet-18 ablations on the synthetic set.
+"""Do the parts help? The five ResNet-18 rows of Table 3 on the synthetic set.
 
-The script writes a synthetic fine-grained set (fixed ``--data-seed``), trains
-each config for the same number of epochs with each training seed
+The script makes the generic pretrained checkpoint if it is not cached
+(``tools/misc/pretrain_synthetic.py``; every row starts from it, as every row
+of the paper starts from ImageNet weights), writes a synthetic fine-grained set
+(fixed ``--data-seed``, the learnable preset: parts enlarged by
+``--part-scale``), trains each config for the same number of epochs with each
+training seed
 (``tools/train.py`` subprocesses, no validation during training), then
 evaluates the FINAL-epoch checkpoint (never the best epoch) on the test split:
 
@@ -18,13 +22,18 @@ evaluates the FINAL-epoch checkpoint (never the best epoch) on the test split:
 
 The synthetic configs use the images at their generated size (no resize or
 crop in the test pipeline), so proposals and part boxes share coordinates.
-With ``--img-size`` other than 128 the SPPN anchors are scaled with the image
-(``octave_base_scale = 2 * img_size / 128``) so that they keep covering parts.
+With ``--img-size`` other than 64 the SPPN anchors are scaled with the image
+(``octave_base_scale = 1.25 * img_size / 64``) so that they keep covering parts.
+SPPN score and box statistics of the test split are recorded too (mean and max
+absolute score, the share of boxes touching the image border).
 
-The defaults are the full run (3 seeds; 4 classes, 100 training and 25 test
-images per class at 64 px, 5 epochs, two 1-thread runs at a time), sized for
-about 40 minutes on 2 idle CPU cores; docs/benchmarks.md gives the measured
-times. Usage::
+``--cfg-options`` is passed to the training of every DAF row (not the
+baseline), so that one switch can be measured at a time, e.g.
+``--cfg-options model.part_bn=shared``.
+
+The defaults are the full run (3 seeds, all five rows; see ``parse_args``),
+sized for about 40 minutes on 2 idle CPU cores; docs/benchmarks.md gives the
+measured times. Usage::
 
     python benchmarks/learning.py --out work_dirs/learning/full.json   # full
     python benchmarks/learning.py --seeds 0 --out work_dirs/learning/seed0.json
@@ -56,11 +65,17 @@ CONFIGS = {
     'sppn_lhm_teacher': 'configs/ablation/r18_sppn_lhm_teacher_synthetic.py',
     'daf': 'configs/daf_r18_synthetic.py',
 }
-DEFAULT_CONFIGS = ('baseline', 'sppn', 'sppn_lhm', 'daf')
-# The synthetic configs' anchors (octave_base_scale=2) are sized for 128 px.
-ANCHOR_BASE_SCALE_AT_128 = 2.0
+DEFAULT_CONFIGS = ('baseline', 'sppn', 'sppn_lhm', 'sppn_lhm_teacher', 'daf')
+# The synthetic configs' anchors (octave_base_scale=1.25) are sized for 64 px.
+ANCHOR_BASE_SCALE_AT_64 = 1.25
+# The benchmark preset (see docs/benchmarks.md for how it was chosen).
+NUM_CLASSES = 8
+TRAIN_PER_CLASS = 40
+TEST_PER_CLASS = 25
+EPOCHS = 6
 METRICS = ('top1', 'mean_class_acc', 'student_top1', 'hit_rate', 'random_hit_rate',
-           'part_in_box_rate', 'random_part_in_box_rate')
+           'part_in_box_rate', 'random_part_in_box_rate', 'score_abs_mean',
+           'score_abs_max', 'border_box_rate')
 
 
 # ----------------------------------------------------------------------------
@@ -175,6 +190,25 @@ def hit_rates(boxes_per_image: Dict[int, np.ndarray],
                 num_boxes=num_boxes)
 
 
+def touches_border(boxes_xyxy: np.ndarray, img_shape: Sequence[int],
+                   tolerance: float = 0.5) -> np.ndarray:
+    """Whether each box has an edge within ``tolerance`` px of the image border.
+
+    Args:
+        boxes_xyxy (np.ndarray): (N, 4) boxes.
+        img_shape (Sequence[int]): (H, W).
+        tolerance (float): distance in pixels that counts as touching.
+
+    Returns:
+        np.ndarray: (N,) bool.
+    """
+    height, width = img_shape
+    boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    return ((boxes_xyxy[:, 0] <= tolerance) | (boxes_xyxy[:, 1] <= tolerance)
+            | (boxes_xyxy[:, 2] >= width - tolerance)
+            | (boxes_xyxy[:, 3] >= height - tolerance))
+
+
 def accuracies(pred_labels: Sequence[int], gt_labels: Sequence[int],
                num_classes: int) -> Dict[str, float]:
     """Top-1 and mean per-class accuracy (classes absent from gt are skipped)."""
@@ -235,8 +269,11 @@ def config_path(name: str) -> str:
 
 
 def cfg_options(config: str, data_root: str, num_classes: int, img_size: int,
-                epochs: int, seed: int) -> List[str]:
-    """``--cfg-options`` for tools/train.py: data, classes, epochs, seed."""
+                epochs: int, seed: int, extra: Sequence[str] = (),
+                pretrained: bool = True) -> List[str]:
+    """``--cfg-options`` for tools/train.py: data, classes, epochs, seed;
+    ``extra`` for DAF rows only; ``pretrained=False`` drops the Pretrained
+    inits."""
     from mmengine.config import Config
     cfg = Config.fromfile(config)
     model = cfg.model
@@ -250,19 +287,26 @@ def cfg_options(config: str, data_root: str, num_classes: int, img_size: int,
         'default_hooks.checkpoint.max_keep_ckpts': 1,
         'default_hooks.logger.interval': 5,
     }
+    if not pretrained:
+        options['model.backbone.init_cfg'] = None
     if model.get('teacher') is not None:
         options['model.teacher.head.num_classes'] = num_classes
+        if not pretrained:
+            options['model.teacher.backbone.init_cfg'] = None
     if model.get('fusion_head') is not None:
         options['model.fusion_head.num_classes'] = num_classes
-    if model.get('sppn_head') is not None and img_size != 128:
+    if model.get('sppn_head') is not None and img_size != 64:
         options['model.sppn_head.anchor_generator.octave_base_scale'] = \
-            ANCHOR_BASE_SCALE_AT_128 * img_size / 128
+            ANCHOR_BASE_SCALE_AT_64 * img_size / 64
     # Only the train loader: --no-validate drops the val loader, and the test
     # split is read by evaluate_checkpoint with its own data root.
     options['train_dataloader.dataset.data_root'] = data_root
     options['train_dataloader.num_workers'] = 0
     options['train_dataloader.persistent_workers'] = False
-    return [f'{key}={value}' for key, value in options.items()]
+    pairs = [f'{key}={value}' for key, value in options.items()]
+    if model.get('type') == 'DAFClassifier':
+        pairs += list(extra)
+    return pairs
 
 
 def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
@@ -283,7 +327,8 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
         train_cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config,
                      '--work-dir', work_dir, '--no-validate', '--cfg-options',
                      *cfg_options(config, data_root, args.num_classes, args.img_size,
-                                  args.epochs, seed)]
+                                  args.epochs, seed, args.cfg_options or (),
+                                  pretrained=not args.no_pretrain)]
         os.makedirs(work_dir, exist_ok=True)
         with open(osp.join(work_dir, 'train_stdout.log'), 'w') as log:
             subprocess.run(train_cmd, check=True, cwd=REPO_ROOT, env=env, stdout=log,
@@ -372,7 +417,7 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
     images_dir = osp.join(data_root, 'images')
 
     preds, student_preds, gts = [], [], []
-    boxes_per_image, img_shapes = {}, {}
+    boxes_per_image, img_shapes, abs_scores, border_boxes = {}, {}, [], []
     with torch.no_grad():
         for data in loader:
             data = model.data_preprocessor(data, False)
@@ -385,6 +430,9 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
                     image_id = image_ids[osp.relpath(sample.img_path, images_dir)]
                     boxes_per_image[image_id] = sample.part_boxes.cpu().numpy()
                     img_shapes[image_id] = tuple(sample.img_shape[:2])
+                    abs_scores += sample.part_scores.abs().tolist()
+                    border_boxes += touches_border(boxes_per_image[image_id],
+                                                   img_shapes[image_id]).tolist()
     result = dict(checkpoint=checkpoint, num_test=len(gts),
                   **accuracies(preds, gts, num_classes))
     result['student_top1'] = (accuracies(student_preds, gts, num_classes)['top1']
@@ -396,9 +444,13 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
         widths = [b[:, 2] - b[:, 0] for b in boxes_per_image.values()]
         heights = [b[:, 3] - b[:, 1] for b in boxes_per_image.values()]
         result['mean_box_wh'] = [float(np.mean(widths)), float(np.mean(heights))]
+        result['score_abs_mean'] = float(np.mean(abs_scores))
+        result['score_abs_max'] = float(np.max(abs_scores))
+        result['border_box_rate'] = float(np.mean(border_boxes))
     else:
         result.update(hit_rate=None, random_hit_rate=None, part_in_box_rate=None,
-                      random_part_in_box_rate=None)
+                      random_part_in_box_rate=None, score_abs_mean=None,
+                      score_abs_max=None, border_box_rate=None)
     return result
 
 
@@ -409,17 +461,25 @@ def prepare_data(args: argparse.Namespace) -> str:
     """Write the synthetic set once per set of arguments; return its root."""
     from mmdaf.datasets import make_synthetic_fgvc
     name = (f'synthetic_c{args.num_classes}_tr{args.train_per_class}_'
-            f'te{args.test_per_class}_s{args.img_size}_seed{args.data_seed}')
+            f'te{args.test_per_class}_s{args.img_size}_p{args.part_scale:g}_'
+            f'seed{args.data_seed}')
     data_root = osp.abspath(osp.join(args.work_dir, 'data', name))
     if not osp.isfile(osp.join(data_root, 'parts', 'part_boxes.txt')):
         info = make_synthetic_fgvc(data_root, num_classes=args.num_classes,
                                    train_per_class=args.train_per_class,
                                    test_per_class=args.test_per_class,
                                    img_size=args.img_size, seed=args.data_seed,
-                                   overwrite=True)
+                                   overwrite=True, part_scale=args.part_scale)
         print(f"wrote {info['num_images']} images to {data_root} in "
               f"{info['elapsed_s']:.1f} s", flush=True)
     return data_root
+
+
+def ensure_pretrained() -> None:
+    """Make the generic pretrained checkpoint unless it is cached."""
+    subprocess.run([sys.executable, osp.join(REPO_ROOT, 'tools', 'misc',
+                                             'pretrain_synthetic.py')],
+                   check=True, cwd=REPO_ROOT)
 
 
 def aggregate(records: List[dict], config_names: Sequence[str]) -> Dict[str, dict]:
@@ -464,11 +524,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='training seeds (randomness.seed)')
     parser.add_argument('--data-seed', type=int, default=0,
                         help='seed of the synthetic set (the same for every run)')
-    parser.add_argument('--epochs', type=int, default=5)
-    parser.add_argument('--num-classes', type=int, default=4)
+    parser.add_argument('--epochs', type=int, default=EPOCHS)
+    parser.add_argument('--num-classes', type=int, default=NUM_CLASSES)
     parser.add_argument('--img-size', type=int, default=64)
-    parser.add_argument('--train-per-class', type=int, default=100)
-    parser.add_argument('--test-per-class', type=int, default=25)
+    parser.add_argument('--part-scale', type=float, default=1.6,
+                        help='part enlargement of the synthetic set (1.6: CUB-like)')
+    parser.add_argument('--train-per-class', type=int, default=TRAIN_PER_CLASS)
+    parser.add_argument('--test-per-class', type=int, default=TEST_PER_CLASS)
+    parser.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE',
+                        help='extra options for the training of every DAF row')
+    parser.add_argument('--no-pretrain', action='store_true',
+                        help='train every row from scratch (drops the Pretrained '
+                        'init of the configs)')
     parser.add_argument('--random-draws', type=int, default=20,
                         help='random boxes per proposed box for the random hit rate')
     parser.add_argument('--jobs', type=int, default=2,
@@ -510,6 +577,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     os.makedirs(args.work_dir, exist_ok=True)
     start = time.perf_counter()
     loadavg_start = os.getloadavg()
+    if not args.no_pretrain:
+        ensure_pretrained()
     data_root = prepare_data(args)
     # Longest runs first, so that the two job slots finish close together.
     jobs = [(name, seed) for name in reversed(args.configs) for seed in args.seeds]
@@ -530,6 +599,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         settings=dict(configs=list(args.configs), seeds=args.seeds,
                       data_seed=args.data_seed, epochs=args.epochs,
                       num_classes=args.num_classes, img_size=args.img_size,
+                      part_scale=args.part_scale, cfg_options=args.cfg_options,
+                      pretrained=not args.no_pretrain,
                       train_per_class=args.train_per_class,
                       test_per_class=args.test_per_class,
                       random_draws=args.random_draws, jobs=args.jobs,

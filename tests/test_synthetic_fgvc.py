@@ -279,3 +279,44 @@ def test_cli_refuses_existing_dir_and_reports_speed(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(argv[:-2] + ['--img-size', '16', '--force'])
     assert 'img_size must be in [32, 4096], got 16' in capsys.readouterr().err
+
+
+def test_part_scale_enlarges_the_informative_parts_only():
+    table = class_part_attributes(4, seed=0)
+    _, plain = render_bird(table[1], 64, image_rng(0, 7))
+    _, large = render_bird(table[1], 64, image_rng(0, 7), part_scale=1.6)
+    side = lambda boxes: np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    ratio = side(large['part_boxes_xyxy']) / side(plain['part_boxes_xyxy'])
+    informative = [PART_NAMES.index(p) for p in PART_ATTRIBUTES]
+    eye = PART_NAMES.index('eye')
+    # Same pose (same random stream), parts 1.6x larger, the eye unchanged.
+    np.testing.assert_allclose(ratio[informative], 1.6, rtol=0.12)
+    assert ratio[eye] == pytest.approx(1.0, abs=0.05)
+
+
+def test_part_scale_out_of_range_is_rejected(tmp_path):
+    with pytest.raises(ValueError, match=r'part_scale must be a number in \[0.5, 3\], got 4'):
+        _make(tmp_path / 'x', part_scale=4)
+
+
+def test_generic_set_labels_are_hue_and_facing_not_part_attributes(tmp_path):
+    from mmdaf.datasets.synthetic_fgvc import GENERIC_HUES, make_synthetic_generic
+    root = str(tmp_path / 'generic')
+    info = make_synthetic_generic(root, train_per_class=4, test_per_class=1,
+                                  img_size=64, seed=5, num_workers=1)
+    assert info['num_classes'] == 12 and info['num_images'] == 60
+    names = [row[1] for row in _read_table(root, 'classes.txt')]
+    assert names[:3] == ['001.Red_body_facing_right', '002.Red_body_facing_left',
+                         '003.Yellow_body_facing_right']
+    assert len(GENERIC_HUES) * 2 == len(names)
+    # Facing: the beak keypoint lies right of the tail keypoint iff facing right.
+    locs = np.array([[float(v) for v in row] for row in
+                     _read_table(root, 'parts/part_locs.txt')])
+    labels = {int(i): int(k) for i, k in _read_table(root, 'image_class_labels.txt')}
+    beak, tail = PART_NAMES.index('beak') + 1, PART_NAMES.index('tail') + 1
+    for image_id, label in labels.items():
+        beak_x = locs[(locs[:, 0] == image_id) & (locs[:, 1] == beak)][0, 2]
+        tail_x = locs[(locs[:, 0] == image_id) & (locs[:, 1] == tail)][0, 2]
+        assert (beak_x > tail_x) == (label % 2 == 1), image_id
+    # No class-attribute table: the part attributes are not a function of the label.
+    assert not osp.exists(osp.join(root, 'parts', 'class_part_attributes.txt'))

@@ -7,4 +7,8 @@ _base_ = [
     '../_base_/default_runtime.py',
 ]
 
-model = dict(location_heatmap=None, teacher=None, distill=None, fusion_head=None)
+model = dict(location_heatmap=None, teacher=None, distill=None, fusion_head=None,
+             # Without a teacher the parts reach the prediction only this way:
+             # the mean of the full-image logits and the top-3 part images'
+             # logits (NTS-Net's combination of the image and its parts).
+             predict_part_top_m=3)

@@ -1,4 +1,8 @@
 from .checks import check_config_datasets, check_dataset_cfg  # noqa: F401
-from .synthetic_fgvc import class_part_attributes, make_synthetic_fgvc  # noqa: F401
+from .synthetic_fgvc import (  # noqa: F401
+    class_part_attributes,
+    make_synthetic_fgvc,
+    make_synthetic_generic,
+)
 from .synthetic_fgvc_dataset import SyntheticFGVC, read_cub_class_names  # noqa: F401
 from .transforms import LoadImageFromFileSafe  # noqa: F401

@@ -286,6 +286,23 @@ _WING_PATTERNS = {p: _wing_pattern(p) for p in PART_ATTRIBUTES['wing']}
 
 _LEG_POLYGONS = [_thick_line(start, end, _LEG_WIDTH) for start, end in _LEGS]
 
+# Points about which part_scale enlarges each part: where it joins the body.
+_PART_ANCHORS = {
+    'beak': np.array([0.62, -0.19]),
+    'crown': np.array([0.45, -0.33]),
+    'eye': np.array([0.55, -0.25]),
+    'wing': np.array([(_PATCH_BOX[0] + _PATCH_BOX[2]) / 2,
+                      (_PATCH_BOX[1] + _PATCH_BOX[3]) / 2]),
+    'tail': np.array(_lerp(_lerp(*_TAIL_TOP, _TAIL_TIP_START),
+                           _lerp(*_TAIL_BOTTOM, _TAIL_TIP_START), 0.5)),
+}
+
+
+def _scaled_about(points: np.ndarray, part: str, part_scale: float) -> np.ndarray:
+    anchor = _PART_ANCHORS[part]
+    return anchor + (np.asarray(points) - anchor) * part_scale
+
+
 # Keypoints written to part_locs.txt, one per entry of PART_NAMES.
 _PART_KEYPOINTS = np.array([
     np.mean(_BEAK, axis=0),  # beak
@@ -307,9 +324,13 @@ def _hsv_colour(hue: float, saturation: float,
 
 
 def _muted_colour(rng: np.random.Generator, low_value: float = 0.35,
-                  high_value: float = 0.75) -> Tuple[int, int, int]:
+                  high_value: float = 0.75,
+                  hue_range: Optional[Tuple[float, float]] = None
+                  ) -> Tuple[int, int, int]:
     """A low-saturation colour, far from the saturated part palette."""
     hue, saturation, value = rng.random(3).tolist()
+    if hue_range is not None:
+        hue = hue_range[0] + (hue_range[1] - hue_range[0]) * hue
     return _hsv_colour(hue, 0.15 + 0.35 * saturation,
                        low_value + (high_value - low_value) * value)
 
@@ -400,33 +421,48 @@ def _draw_clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator,
 
 
 def _bird_polygons(attributes: Dict[str, str],
-                   rng: np.random.Generator) -> List[Tuple]:
+                   rng: np.random.Generator,
+                   part_scale: float = 1.0,
+                   body_hue: Optional[Tuple[float, float]] = None) -> List[Tuple]:
     """The bird's polygons in its own frame, in drawing order.
+
+    Args:
+        attributes (dict): value of each informative part.
+        rng (np.random.Generator): source of the nuisance colours.
+        part_scale (float): the beak, crest, wing patch and tail tip are
+            enlarged by this factor about where they join the body.
+        body_hue (tuple, optional): (low, high) range of the body colour's hue
+            in [0, 1); any hue when None.
 
     Returns:
         list[tuple]: ``(points (V, 2), colour, part index or _NO_PART)``.
     """
-    body_colour = _muted_colour(rng)
+    body_colour = _muted_colour(rng, hue_range=body_hue)
     # Patch and crest colours are random: only the pattern and shape count.
     patch_colour = _PALETTE_COLOURS[rng.integers(len(_PALETTE_COLOURS))]
     crest_colour = _PALETTE_COLOURS[rng.integers(len(_PALETTE_COLOURS))]
     leg_colour = _muted_colour(rng, 0.15, 0.35)
     beak, crown, eye, wing, tail = range(len(PART_NAMES))
     pattern_colour = _contrast_colour(patch_colour)
+
+    def grown(points: np.ndarray, part: str) -> np.ndarray:
+        return _scaled_about(points, part, part_scale)
+
     return [
         (_TAIL, _scaled(body_colour, 0.85), _NO_PART),
-        (_TAIL_TIP, PALETTE[attributes['tail']], tail),
+        (grown(_TAIL_TIP, 'tail'), PALETTE[attributes['tail']], tail),
         *[(leg, leg_colour, _NO_PART) for leg in _LEG_POLYGONS],
         (_BODY, body_colour, _NO_PART),
         (_WING, _scaled(body_colour, 0.7), _NO_PART),
-        (_PATCH, patch_colour, wing),
-        *[(stripe, pattern_colour, _NO_PART)
+        (grown(_PATCH, 'wing'), patch_colour, wing),
+        *[(grown(stripe, 'wing'), pattern_colour, _NO_PART)
           for stripe in _WING_PATTERNS[attributes['wing']]],
         (_HEAD, _scaled(body_colour, 1.1), _NO_PART),
-        *[(crest, crest_colour, crown) for crest in _CRESTS[attributes['crown']]],
+        *[(grown(crest, 'crown'), crest_colour, crown)
+          for crest in _CRESTS[attributes['crown']]],
         (_EYE_RING, PALETTE['white'], eye),
         (_EYE_PUPIL, PALETTE['black'], _NO_PART),
-        (_BEAK, PALETTE[attributes['beak']], beak),
+        (grown(_BEAK, 'beak'), PALETTE[attributes['beak']], beak),
     ]
 
 
@@ -479,7 +515,9 @@ def _part_visibility(rng: np.random.Generator, draw: ImageDraw.ImageDraw,
 
 
 def render_bird(attributes: Dict[str, str], img_size: int,
-                rng: np.random.Generator) -> Tuple[Image.Image, Dict]:
+                rng: np.random.Generator, part_scale: float = 1.0,
+                body_hue: Optional[Tuple[float, float]] = None,
+                facing: Optional[int] = None) -> Tuple[Image.Image, Dict]:
     """Draw one image of a class.
 
     Args:
@@ -487,6 +525,12 @@ def render_bird(attributes: Dict[str, str], img_size: int,
             of :func:`class_part_attributes`.
         img_size (int): Side of the square image in pixels.
         rng (np.random.Generator): Source of every nuisance variable.
+        part_scale (float): enlargement of the four informative parts about
+            where they join the body. Defaults to 1.0.
+        body_hue (tuple, optional): (low, high) hue range of the body colour;
+            any hue when None (the generic set's labels fix it).
+        facing (int, optional): +1 beak to the right, -1 to the left; random
+            when None.
 
     Returns:
         tuple[PIL.Image.Image, dict]: The RGB image (``img_size`` square) and
@@ -501,13 +545,17 @@ def render_bird(attributes: Dict[str, str], img_size: int,
 
     # Pose: flip, then rotate and scale, then shift to a random place inside.
     flip = -1.0 if rng.random() < 0.5 else 1.0
+    if facing is not None:
+        flip = float(facing)
     scale = img_size * rng.uniform(0.28, 0.42)
     linear = _rotation(rng.uniform(-0.7, 0.7)) @ np.diag([flip, 1.0]) * scale
-    polygons = _bird_polygons(attributes, rng)
+    polygons = _bird_polygons(attributes, rng, part_scale, body_hue)
     lengths = [len(points) for points, _, _ in polygons]
     num_drawn = sum(lengths)
+    keypoints = np.stack([_scaled_about(xy, part, part_scale)
+                          for xy, part in zip(_PART_KEYPOINTS, PART_NAMES)])
     # The keypoints ride along at the end, undrawn.
-    points = np.concatenate([p for p, _, _ in polygons] + [_PART_KEYPOINTS])
+    points = np.concatenate([p for p, _, _ in polygons] + [keypoints])
     points = points @ linear.T
     low, high = points[:num_drawn].min(0), points[:num_drawn].max(0)
     margin = 0.02 * img_size
@@ -544,10 +592,17 @@ def image_rng(seed: int, image_id: int) -> np.random.Generator:
 
 
 def _render_job(job: Tuple) -> Tuple[int, Dict]:
-    """Draw one image, save it as JPEG and return its annotation."""
-    image_id, attributes, img_size, seed, path, jpeg_quality = job
-    image, annotation = render_bird(attributes, img_size,
-                                    image_rng(seed, image_id))
+    """Draw one image, save it as JPEG and return its annotation.
+
+    ``attributes`` None draws a generic image: its part attributes are random
+    and ``render_kwargs`` fix the body hue and facing from its label.
+    """
+    image_id, attributes, img_size, seed, path, jpeg_quality, render_kwargs = job
+    rng = image_rng(seed, image_id)
+    if attributes is None:
+        attributes = {part: values[rng.integers(len(values))]
+                      for part, values in PART_ATTRIBUTES.items()}
+    image, annotation = render_bird(attributes, img_size, rng, **render_kwargs)
     # 4:4:4 chroma keeps the colour of parts a few pixels wide.
     image.save(path, format='JPEG', quality=jpeg_quality, subsampling=0)
     return image_id, annotation
@@ -599,7 +654,8 @@ def make_synthetic_fgvc(out_dir: str,
                         seed: int = 0,
                         num_workers: Optional[int] = None,
                         jpeg_quality: int = 90,
-                        overwrite: bool = False) -> Dict:
+                        overwrite: bool = False,
+                        part_scale: float = 1.0) -> Dict:
     """Write a synthetic fine-grained set in CUB-200-2011's layout.
 
     Images are ordered by class; within a class the first ``train_per_class``
@@ -621,6 +677,10 @@ def make_synthetic_fgvc(out_dir: str,
         overwrite (bool): Replace the set in a non-empty ``out_dir`` (its other
             files are kept). Defaults to False, which raises
             ``FileExistsError`` for a non-empty ``out_dir``.
+        part_scale (float): enlargement of the four informative parts about
+            where they join the body, in [0.5, 3]. 1.0 (default) draws each
+            under about 2.5 % of the image; 2.0 makes them about 1/4 of the
+            bird's length, like CUB's head or tail relative to the bird.
 
     Returns:
         dict: ``data_root``, ``num_classes``, ``num_train``, ``num_test``,
@@ -634,6 +694,93 @@ def make_synthetic_fgvc(out_dir: str,
     _check_int('img_size', img_size, 32, 4096)
     _check_int('seed', seed, 0)
     _check_int('jpeg_quality', jpeg_quality, 1, 95)
+    _check_part_scale(part_scale)
+    table = class_part_attributes(num_classes, seed)
+    class_dirs = [class_dir_name(k + 1, attrs) for k, attrs in enumerate(table)]
+    render_kwargs = [dict(part_scale=part_scale)] * num_classes
+    info = _write_set(out_dir, class_dirs, table, render_kwargs, train_per_class,
+                      test_per_class, img_size, seed, num_workers, jpeg_quality,
+                      overwrite)
+    attribute_lines = [
+        f'{k + 1} {PART_NAMES.index(part) + 1} {value}'
+        for k, attrs in enumerate(table) for part, value in attrs.items()
+    ]
+    _write_lines(osp.join(out_dir, 'parts', 'class_part_attributes.txt'),
+                 attribute_lines)
+    return dict(info, elapsed_s=time.perf_counter() - start,
+                images_per_s=info['num_images'] / (time.perf_counter() - start))
+
+
+def _check_part_scale(part_scale: float) -> None:
+    if not isinstance(part_scale, (int, float)) or not 0.5 <= part_scale <= 3.0:
+        raise ValueError(f'part_scale must be a number in [0.5, 3], got {part_scale!r}')
+
+
+# The generic set's classes: body hue family x facing. Neither is a function of
+# the fine-grained part attributes, which are drawn at random in every image.
+GENERIC_HUES: Tuple[Tuple[str, Tuple[float, float]], ...] = (
+    ('red', (0.95, 1.05)), ('yellow', (0.12, 0.2)), ('green', (0.28, 0.42)),
+    ('cyan', (0.45, 0.55)), ('blue', (0.6, 0.7)), ('purple', (0.75, 0.85)))
+GENERIC_FACINGS: Tuple[Tuple[str, int], ...] = (('right', 1), ('left', -1))
+
+
+def generic_classes() -> List[Tuple[str, Dict]]:
+    """(class folder name, render kwargs) of each generic class."""
+    classes = []
+    for hue_name, hue_range in GENERIC_HUES:
+        for facing_name, facing in GENERIC_FACINGS:
+            name = f'{len(classes) + 1:03d}.{hue_name.capitalize()}_body_facing_{facing_name}'
+            classes.append((name, dict(body_hue=hue_range, facing=facing)))
+    return classes
+
+
+def make_synthetic_generic(out_dir: str,
+                           train_per_class: int = 100,
+                           test_per_class: int = 10,
+                           img_size: int = 64,
+                           seed: int = 1000,
+                           num_workers: Optional[int] = None,
+                           jpeg_quality: int = 90,
+                           overwrite: bool = False,
+                           part_scale: float = 1.0) -> Dict:
+    """Write the generic pretraining set: the role ImageNet plays for CUB.
+
+    The same drawing (bird on clutter, CUB layout) with other labels: each of
+    the 12 classes is a body-hue family (red, yellow, green, cyan, blue,
+    purple) and a facing (beak right or left). The four informative part
+    attributes of the fine-grained set are drawn uniformly at random in every
+    image, so no generic label is a function of them; a network pretrained on
+    this set learns colours, shapes and the body plan, not the fine-grained
+    classes. Arguments as in :func:`make_synthetic_fgvc`; use another seed
+    than the fine-grained set's so that no image is shared.
+
+    Returns:
+        dict: as :func:`make_synthetic_fgvc`.
+    """
+    start = time.perf_counter()
+    _check_int('train_per_class', train_per_class, 1)
+    _check_int('test_per_class', test_per_class, 0)
+    _check_int('img_size', img_size, 32, 4096)
+    _check_int('seed', seed, 0)
+    _check_int('jpeg_quality', jpeg_quality, 1, 95)
+    _check_part_scale(part_scale)
+    classes = generic_classes()
+    render_kwargs = [dict(kwargs, part_scale=part_scale) for _, kwargs in classes]
+    info = _write_set(out_dir, [name for name, _ in classes], [None] * len(classes),
+                      render_kwargs, train_per_class, test_per_class, img_size, seed,
+                      num_workers, jpeg_quality, overwrite)
+    return dict(info, elapsed_s=time.perf_counter() - start,
+                images_per_s=info['num_images'] / (time.perf_counter() - start))
+
+
+def _write_set(out_dir: str, class_dirs: List[str],
+               attributes: List[Optional[Dict[str, str]]],
+               render_kwargs: List[Dict], train_per_class: int,
+               test_per_class: int, img_size: int, seed: int,
+               num_workers: Optional[int], jpeg_quality: int,
+               overwrite: bool) -> Dict:
+    """Draw and write every image and the CUB files of a set."""
+    num_classes = len(class_dirs)
     if num_workers is None:
         num_workers = min(2, os.cpu_count() or 1)
     _check_int('num_workers', num_workers, 1)
@@ -641,9 +788,6 @@ def make_synthetic_fgvc(out_dir: str,
         raise TypeError(f'out_dir must be a path, got {out_dir!r}')
     out_dir = os.fspath(out_dir)
     _prepare_out_dir(out_dir, overwrite)
-
-    table = class_part_attributes(num_classes, seed)
-    class_dirs = [class_dir_name(k + 1, attrs) for k, attrs in enumerate(table)]
     per_class = train_per_class + test_per_class
     jobs, image_lines, label_lines, split_lines = [], [], [], []
     for label, class_dir in enumerate(class_dirs):
@@ -655,8 +799,9 @@ def make_synthetic_fgvc(out_dir: str,
             image_lines.append(f'{image_id} {rel_path}')
             label_lines.append(f'{image_id} {label + 1}')
             split_lines.append(f'{image_id} {is_train}')
-            jobs.append((image_id, table[label], img_size, seed,
-                         osp.join(out_dir, 'images', rel_path), jpeg_quality))
+            jobs.append((image_id, attributes[label], img_size, seed,
+                         osp.join(out_dir, 'images', rel_path), jpeg_quality,
+                         render_kwargs[label]))
 
     num_workers = min(num_workers, len(jobs))
     if num_workers == 1:
@@ -681,10 +826,6 @@ def make_synthetic_fgvc(out_dir: str,
             loc_lines.append(f'{image_id} {part_id} {_fmt(xy)} {int(visible)}')
             part_box_lines.append(f'{image_id} {part_id} {_fmt_box(box)}')
 
-    attribute_lines = [
-        f'{k + 1} {PART_NAMES.index(part) + 1} {value}'
-        for k, attrs in enumerate(table) for part, value in attrs.items()
-    ]
     _write_lines(osp.join(out_dir, 'images.txt'), image_lines)
     _write_lines(osp.join(out_dir, 'image_class_labels.txt'), label_lines)
     _write_lines(osp.join(out_dir, 'train_test_split.txt'), split_lines)
@@ -695,19 +836,13 @@ def make_synthetic_fgvc(out_dir: str,
                  [f'{i + 1} {name}' for i, name in enumerate(PART_NAMES)])
     _write_lines(osp.join(out_dir, 'parts', 'part_locs.txt'), loc_lines)
     _write_lines(osp.join(out_dir, 'parts', 'part_boxes.txt'), part_box_lines)
-    _write_lines(osp.join(out_dir, 'parts', 'class_part_attributes.txt'),
-                 attribute_lines)
 
-    elapsed = time.perf_counter() - start
-    num_train = num_classes * train_per_class
     return dict(
         data_root=osp.abspath(out_dir),
         num_classes=num_classes,
-        num_train=num_train,
+        num_train=num_classes * train_per_class,
         num_test=num_classes * test_per_class,
         num_images=len(jobs),
         img_size=img_size,
         seed=seed,
-        num_workers=num_workers,
-        elapsed_s=elapsed,
-        images_per_s=len(jobs) / elapsed)
+        num_workers=num_workers)

@@ -14,6 +14,8 @@ CHECKPOINT=$(cat "$WORK_DIR/last_checkpoint")
 LOG_DIR=$(ls -d "$WORK_DIR"/20*_* | tail -n 1)
 METRICS=$("$PYTHON" tools/test.py "$CONFIG" "$CHECKPOINT" --work-dir "$WORK_DIR" \
     --cfg-options "test_dataloader.dataset.data_root=$DATA_ROOT" | tail -n 1)
+"$PYTHON" tools/misc/draw_test_parts.py "$CONFIG" "$CHECKPOINT" --data-root "$DATA_ROOT" \
+    --out-dir "$WORK_DIR/part_pictures" --num-images 6 > "$WORK_DIR/part_pictures.log"
 cat <<EOT
 
 == mmdaf demo finished ==
@@ -22,6 +24,7 @@ data:        $DATA_ROOT (synthetic, CUB layout)
 checkpoint:  $CHECKPOINT
 logs:        $WORK_DIR (training log and scalars under $LOG_DIR)
 test split:  $METRICS
+pictures:    $WORK_DIR/part_pictures (heatmap and part boxes of 6 test images)
 EOT
 "$PYTHON" - "$METRICS" <<'EOPY'
 import json, sys

@@ -1,25 +1,36 @@
-# DAF-net with ResNet-18 student and teacher, sized for the 128 px synthetic set
-# (trained from scratch). Parts there are about 10-25 px, so the SPPN anchors are
-# smaller than the 448 defaults: 16-90 px.
+# DAF-net with ResNet-18 student and teacher, sized for the synthetic set at
+# 64 px with part_scale 1.6 (parts about 12-15 px, objects about 40-55 px), and
+# started from the generic synthetic pretraining (tools/misc/pretrain_synthetic.py),
+# as the paper starts from ImageNet.
 _base_ = ['./daf_r50.py']
 
+pretrained = 'checkpoints/r18_synthetic-generic_64px.pth'
+
 model = dict(
-    backbone=dict(depth=18, init_cfg=None),
+    backbone=dict(
+        depth=18,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone')),
     head=dict(num_classes=10, in_channels=512),
     sppn_neck=dict(in_channels=[128, 256, 512], out_channels=64),
     sppn_head=dict(
         in_channels=64,
         feat_channels=64,
+        # Square-equivalent sides 10, 14 | 20, 28 | 40, 57 px: parts at stride
+        # 8, larger context and whole objects on the coarser levels.
         anchor_generator=dict(
             type='AnchorGenerator',
             strides=[8, 16, 32],
             ratios=[0.5, 1.0, 2.0],
-            octave_base_scale=2,
+            octave_base_scale=1.25,
             scales_per_octave=2,
             center_offset=0.5),
     ),
+    # sigma 3.2 px at 64 px: the 12-15 px parts are unreadable outside the box.
+    part_images=dict(type='PartImageGenerator', blur_sigma_ratio=1 / 20),
     teacher=dict(
-        backbone=dict(depth=18, init_cfg=None),
+        backbone=dict(
+            depth=18,
+            init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone')),
         # Output size 128**2 / 8 = 2048.
         neck=dict(in_channels=512, reduced_channels=128, num_groups=8),
         head=dict(num_classes=10, in_channels=2048),

@@ -1,7 +1,16 @@
-# Plain ResNet-18 classifier trained from scratch (for the synthetic set).
+# Plain ResNet-18 classifier for the synthetic set, started from the generic
+# synthetic pretraining (tools/misc/pretrain_synthetic.py) like the DAF configs.
 model = dict(
     type='ImageClassifier',
-    backbone=dict(type='ResNet', depth=18, num_stages=4, out_indices=(3, ), style='pytorch'),
+    backbone=dict(
+        type='ResNet',
+        depth=18,
+        num_stages=4,
+        out_indices=(3, ),
+        style='pytorch',
+        init_cfg=dict(type='Pretrained',
+                      checkpoint='checkpoints/r18_synthetic-generic_64px.pth',
+                      prefix='backbone')),
     neck=dict(type='GlobalAveragePooling'),
     head=dict(
         type='LinearClsHead',

@@ -1,4 +1,5 @@
 """DAF-net: student (heatmap + SPPN + part images), teacher, distillation, fusion."""
+from contextlib import ExitStack, nullcontext
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -10,9 +11,14 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
-from ..utils.part_images import boxes_to_saliency_mask, make_part_images
+from ..utils.batch_norm_stats import (PART_BN_MODES, normalise_with_fixed_stats,
+                                      record_batch_norm_stats,
+                                      without_activation_checkpointing)
+from ..utils.part_images import boxes_to_saliency_mask
 
 LOSS_GROUPS = ('student', 'teacher', 'fusion')
+# Losses that come from the part images; PartLossWarmupHook scales them.
+PART_LOSSES = ('loss_rank', 'loss_overlap', 'loss_area', 'loss_con')
 
 
 class StudentOutput(NamedTuple):
@@ -139,11 +145,25 @@ class DAFClassifier(BaseClassifier):
             on (C3, C4, C5).
         sppn_head (dict, optional): mmdet ``SPPNHead`` config
             (``_scope_='mmdet'``). Needs ``sppn_neck``.
-        part_images (dict): part image options: ``blur_sigma_ratio`` (Gaussian
-            blur sigma as a fraction of the image side; our default 1/50),
-            ``noise_std`` (Gaussian noise std on the normalised image; default
-            1.0) and ``scale`` (part images are resized by this factor before
-            the backbone pass; default 1.0, the paper's full size).
+        part_images (dict): the part image generator, by default
+            ``dict(type='PartImageGenerator')`` (``blur_sigma_ratio`` 1/50 of
+            the image side, ``noise_std`` 1.0, ``scale`` 1.0, ``soft_edge`` 0);
+            keys given without ``type`` configure that default.
+        part_bn (str): how the part pass uses the student's BatchNorm layers:
+            ``'clean'`` normalises the part images with the batch statistics
+            of the clean images of the same step and leaves the running
+            statistics alone; ``'running'`` uses the running statistics;
+            ``'shared'`` is plain train mode (the part images get their own
+            batch statistics and enter the running statistics). Defaults to
+            ``'clean'`` (docs/benchmarks.md has the measurement).
+        sppn_detach_input (bool): stop the SPPN losses' gradient at the SPPN's
+            input, so that only the SPPN (FPN + head) learns from them and the
+            student backbone does not. Defaults to False (the paper trains
+            end to end).
+        predict_part_top_m (int): M > 0 makes the student's prediction the mean
+            of its full-image logits and its top-M part images' logits, as
+            NTS-Net combines the image and its parts (costs N more student
+            passes at test time). Defaults to 0: full image only.
         loss_concentrate (dict, optional): ``ConcentrateLoss`` config.
         teacher (dict, optional): ``dict(backbone=..., neck=..., head=...)``,
             see :class:`Teacher`.
@@ -168,6 +188,9 @@ class DAFClassifier(BaseClassifier):
                  sppn_neck: Optional[dict] = None,
                  sppn_head: Optional[dict] = None,
                  part_images: Optional[dict] = None,
+                 part_bn: str = 'clean',
+                 sppn_detach_input: bool = False,
+                 predict_part_top_m: int = 0,
                  loss_concentrate: Optional[dict] = None,
                  teacher: Optional[dict] = None,
                  distill: Optional[dict] = None,
@@ -196,12 +219,21 @@ class DAFClassifier(BaseClassifier):
         self.sppn_neck = _build(sppn_neck)
         self.sppn_head = _build(sppn_head)
         self.loss_concentrate = _build(loss_concentrate)
-        self.part_image_cfg = dict(blur_sigma_ratio=1 / 50, noise_std=1.0, scale=1.0)
-        unknown = set(part_images or {}) - set(self.part_image_cfg)
-        if unknown:
-            raise ValueError(f'DAFClassifier: unknown part_images keys {sorted(unknown)}; '
-                             f'expected some of {sorted(self.part_image_cfg)}')
-        self.part_image_cfg.update(part_images or {})
+        self.part_image_generator = _build_part_image_generator(part_images)
+        if part_bn not in PART_BN_MODES:
+            raise ValueError(f'DAFClassifier: part_bn must be one of {PART_BN_MODES}, '
+                             f'got {part_bn!r}')
+        self.part_bn = part_bn
+        self.sppn_detach_input = sppn_detach_input
+        if predict_part_top_m < 0:
+            raise ValueError('DAFClassifier: predict_part_top_m must be >= 0, got '
+                             f'{predict_part_top_m}')
+        if predict_part_top_m > 0 and sppn_head is None:
+            raise ValueError('DAFClassifier: predict_part_top_m needs the SPPN '
+                             '(sppn_head=None)')
+        self.predict_part_top_m = predict_part_top_m
+        # Set by PartLossWarmupHook; multiplies the PART_LOSSES.
+        self.part_loss_scale = 1.0
 
         self.teacher = Teacher(**teacher) if isinstance(teacher, dict) else teacher
         self.distill_cfg = None
@@ -271,29 +303,48 @@ class DAFClassifier(BaseClassifier):
 
         boxes = box_scores = None
         if self.with_sppn:
+            sppn_feats = feats
+            if self.sppn_detach_input:
+                sppn_feats = tuple(feat.detach() for feat in feats)
             boxes, box_scores = self.sppn_head.propose(
-                self.sppn_neck(feats), (height, width), object_mask)
+                self.sppn_neck(sppn_feats), (height, width), object_mask)
         return StudentOutput(feats, logits, heatmap, object_mask, object_area, boxes,
                              box_scores)
 
-    def part_logits(self, inputs: Tensor, boxes: Tensor) -> Tensor:
+    def part_logits(self, inputs: Tensor, boxes: Tensor,
+                    clean_bn_stats: Optional[dict] = None) -> Tensor:
         """Logits of the B*N part images from ONE batched student pass.
+
+        Args:
+            inputs (Tensor): (B, 3, H, W) clean images.
+            boxes (Tensor): (B, N, 4) part boxes; gradient reaches them only
+                when the part image generator is differentiable in the boxes.
+            clean_bn_stats (dict, optional): the clean pass's BatchNorm batch
+                statistics (``part_bn='clean'``).
 
         Returns:
             Tensor: (B, N, K).
         """
         batch_size, num_parts = boxes.shape[:2]
-        side = max(inputs.shape[-2:])
-        part_imgs = make_part_images(
-            inputs, boxes.detach(),
-            blur_sigma=self.part_image_cfg['blur_sigma_ratio'] * side,
-            noise_std=self.part_image_cfg['noise_std'])
-        if self.part_image_cfg['scale'] != 1.0:
-            part_imgs = F.interpolate(
-                part_imgs, scale_factor=self.part_image_cfg['scale'],
-                mode='bilinear', align_corners=False)
-        logits = self.student_logits(self.backbone(part_imgs))
+        part_imgs = self.part_image_generator(inputs, boxes)
+        with self._part_bn_context(clean_bn_stats):
+            logits = self.student_logits(self.backbone(part_imgs))
         return logits.view(batch_size, num_parts, -1)
+
+    def _part_bn_context(self, clean_bn_stats: Optional[dict]):
+        """How the part pass uses BatchNorm (see ``part_bn``)."""
+        if self.part_bn == 'shared' or not self.training:
+            return nullcontext()
+        stats = clean_bn_stats if self.part_bn == 'clean' else None
+        stack = ExitStack()
+        stack.enter_context(without_activation_checkpointing(self.backbone))
+        stack.enter_context(normalise_with_fixed_stats(self.backbone, stats))
+        return stack
+
+    def _clean_bn_recorder(self):
+        if self.training and self.with_sppn and self.part_bn == 'clean':
+            return record_batch_norm_stats(self.backbone)
+        return nullcontext({})
 
     def teacher_input(self, inputs: Tensor, student: StudentOutput) -> Tuple[Tensor, Tensor]:
         """The teacher's 5-channel input and the saliency mask.
@@ -341,7 +392,8 @@ class DAFClassifier(BaseClassifier):
     def loss(self, inputs: Tensor, data_samples: List[DataSample]) -> Dict[str, Tensor]:
         """All DAF losses of one batch, each already weighted (see class doc)."""
         labels = torch.cat([sample.gt_label for sample in data_samples])
-        student = self.run_student(inputs)
+        with self._clean_bn_recorder() as clean_bn_stats:
+            student = self.run_student(inputs)
         weight_s = self.loss_weights['student']
         weight_t = self.loss_weights['teacher']
         weight_f = self.loss_weights['fusion']
@@ -352,16 +404,17 @@ class DAFClassifier(BaseClassifier):
         losses.update({f'student_{k}': v for k, v in pred.items()})
 
         if self.with_sppn:
-            part_logits = self.part_logits(inputs, student.boxes)
+            part_logits = self.part_logits(inputs, student.boxes, clean_bn_stats)
             num_parts = part_logits.shape[1]
             part_ce = F.cross_entropy(
                 part_logits.flatten(0, 1).float(), labels.repeat_interleave(num_parts),
                 reduction='none').view(-1, num_parts)
             sppn_losses = self.sppn_head.loss(student.boxes, student.box_scores,
                                               part_ce, student.object_area)
-            losses.update({k: weight_s * v for k, v in sppn_losses.items()})
             if self.loss_concentrate is not None:
-                losses['loss_con'] = weight_s * self.loss_concentrate(part_logits, labels)
+                sppn_losses['loss_con'] = self.loss_concentrate(part_logits, labels)
+            part_weight = weight_s * self.part_loss_scale
+            losses.update({k: part_weight * v for k, v in sppn_losses.items()})
 
         if not self.with_teacher:
             return losses
@@ -397,6 +450,15 @@ class DAFClassifier(BaseClassifier):
             ``heatmap`` (B,1,H/8,W/8); absent parts are None.
         """
         student = self.run_student(inputs)
+        student_logits = student.logits
+        if self.predict_part_top_m > 0:
+            top_m = min(self.predict_part_top_m, student.boxes.shape[1])
+            # Boxes come sorted by SPPN score, so the first M are the top M.
+            # All N part images, composed as in training; the first M count.
+            part_logits = self.part_logits(inputs, student.boxes)[:, :top_m]
+            student_logits = torch.cat([student.logits[:, None], part_logits],
+                                       dim=1).mean(dim=1)
+            student = student._replace(logits=student_logits)
         extras = dict(student_logits=student.logits, teacher_logits=None,
                       part_boxes=student.boxes, part_scores=student.box_scores,
                       heatmap=student.heatmap)
@@ -436,3 +498,18 @@ class DAFClassifier(BaseClassifier):
                 sample.set_field(extras['heatmap'][index].detach(), 'heatmap',
                                  dtype=Tensor)
         return data_samples
+
+
+def _build_part_image_generator(cfg: Optional[dict]) -> nn.Module:
+    """The part image generator; a dict without ``type`` configures
+    ``PartImageGenerator``."""
+    if isinstance(cfg, nn.Module):
+        return cfg
+    cfg = dict(cfg or {})
+    cfg.setdefault('type', 'PartImageGenerator')
+    try:
+        return MODELS.build(cfg)
+    except TypeError as error:
+        raise ValueError(f'DAFClassifier: bad part_images config {cfg!r}: {error}') \
+            from error
+

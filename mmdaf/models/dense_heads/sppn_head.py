@@ -67,6 +67,13 @@ class SPPNHead(BaseModule):
         loss_rank (dict): score ranking loss config (mmdet MODELS).
         loss_overlap (dict): R_IOU loss config (mmdet MODELS).
         loss_area (dict): R_area loss config (mmdet MODELS).
+        regress_boxes (bool): False scores fixed anchors and regresses nothing,
+            as NTS-Net does: the boxes are the chosen anchors (clipped to the
+            image) and the regression tower is not built. True (default)
+            decodes per-anchor deltas, which the part images train only when
+            their generator is differentiable in the boxes
+            (``PartImageGenerator(soft_edge>0)``); otherwise only R_IOU and
+            R_area move them.
         init_cfg (dict or list[dict], optional): initialisation config.
             Defaults to normal(std=0.01) on every conv with zero bias,
             RetinaHead's choice, so that initial deltas are near zero.
@@ -84,6 +91,7 @@ class SPPNHead(BaseModule):
                  loss_rank: dict = DEFAULT_LOSS_RANK,
                  loss_overlap: dict = DEFAULT_LOSS_OVERLAP,
                  loss_area: dict = DEFAULT_LOSS_AREA,
+                 regress_boxes: bool = True,
                  init_cfg: Optional[dict] = DEFAULT_INIT_CFG):
         super().__init__(init_cfg=init_cfg)
         if num_parts < 1:
@@ -96,6 +104,7 @@ class SPPNHead(BaseModule):
         if stacked_convs < 0:
             raise ValueError(f'stacked_convs must be >= 0, got {stacked_convs}')
         self.num_parts = num_parts
+        self.regress_boxes = regress_boxes
         self.pre_nms_topk = pre_nms_topk
         self.nms_iou_thr = nms_iou_thr
 
@@ -109,11 +118,12 @@ class SPPNHead(BaseModule):
         self.num_anchors = anchors_per_level.pop()
 
         self.score_tower = _conv_tower(in_channels, feat_channels, stacked_convs)
-        self.reg_tower = _conv_tower(in_channels, feat_channels, stacked_convs)
         tower_channels = feat_channels if stacked_convs > 0 else in_channels
         self.score_conv = nn.Conv2d(tower_channels, self.num_anchors, 3, padding=1)
-        self.reg_conv = nn.Conv2d(tower_channels, self.num_anchors * 4, 3,
-                                  padding=1)
+        if regress_boxes:
+            self.reg_tower = _conv_tower(in_channels, feat_channels, stacked_convs)
+            self.reg_conv = nn.Conv2d(tower_channels, self.num_anchors * 4, 3,
+                                      padding=1)
 
         self.loss_rank = MODELS.build(_in_mmdet(loss_rank))
         self.loss_overlap = MODELS.build(_in_mmdet(loss_overlap))
@@ -132,12 +142,17 @@ class SPPNHead(BaseModule):
 
         Returns:
             tuple: ``scores`` list of (B, A, H_l, W_l) and ``deltas`` list of
-            (B, A * 4, H_l, W_l), A = anchors per location.
+            (B, A * 4, H_l, W_l), A = anchors per location; the deltas are
+            zeros without ``regress_boxes``.
         """
         if len(feats) != self.num_levels:
             raise ValueError(f'SPPNHead expects {self.num_levels} feature levels '
                              f'(one per anchor stride), got {len(feats)}')
         scores = [self.score_conv(self.score_tower(feat)) for feat in feats]
+        if not self.regress_boxes:
+            deltas = [score.new_zeros((score.shape[0], self.num_anchors * 4,
+                                       *score.shape[-2:])) for score in scores]
+            return scores, deltas
         deltas = [self.reg_conv(self.reg_tower(feat)) for feat in feats]
         return scores, deltas
 

@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmpretrain.registry import MODELS
 from torch import Tensor
 
 
@@ -149,34 +150,146 @@ def make_part_images(imgs: Tensor,
     return parts.reshape(num_imgs * num_parts, channels, height, width)
 
 
+def boxes_to_soft_pixel_masks(boxes: Tensor, img_shape: Tuple[int, int],
+                              edge: float) -> Tensor:
+    """Soft box masks whose value is differentiable in the box coordinates.
+
+    Along each axis a pixel centre ``c`` gets ``sigmoid((c - lo) / edge) *
+    sigmoid((hi - c) / edge)``; the mask is the product of the two axes. Deep
+    inside a box it is 1, far outside 0, and within about ``edge`` pixels of a
+    border it varies smoothly, so that a loss on the part images sends
+    gradient into the box coordinates (a content signal for box regression).
+
+    Args:
+        boxes (Tensor): (B, N, 4) xyxy in input pixels; NOT detached.
+        img_shape (Tuple[int, int]): (H, W).
+        edge (float): width of the soft border in pixels, > 0.
+
+    Returns:
+        Tensor: (B, N, H, W) float in (0, 1), dtype of ``boxes``.
+    """
+    _check_boxes(boxes)
+    if edge <= 0:
+        raise ValueError(f'edge must be > 0, got {edge}')
+    height, width = img_shape
+    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
+    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
+    x1, y1, x2, y2 = (boxes[..., k, None] for k in range(4))  # each (B, N, 1)
+    in_cols = torch.sigmoid((xs - x1) / edge) * torch.sigmoid((x2 - xs) / edge)
+    in_rows = torch.sigmoid((ys - y1) / edge) * torch.sigmoid((y2 - ys) / edge)
+    return in_rows[..., :, None] * in_cols[..., None, :]
+
+
+def compose_soft_part_images(imgs: Tensor, blurred: Tensor, noisy: Tensor,
+                             in_box: Tensor) -> Tensor:
+    """Part images from soft masks: box i sharp, other boxes noised, rest blurred.
+
+    With masks in {0, 1} this is the same composition as
+    :func:`make_part_images`; with soft masks each pixel is the mixture
+    ``m_i * img + (1 - m_i) * (o_i * noisy + (1 - o_i) * blurred)``, where
+    ``o_i = 1 - prod_{j != i} (1 - m_j)`` is the soft union of the other boxes.
+
+    Args:
+        imgs (Tensor): (B, C, H, W) images.
+        blurred (Tensor): (B, C, H, W) blurred images.
+        noisy (Tensor): (B, C, H, W) noised images.
+        in_box (Tensor): (B, N, H, W) soft masks in [0, 1].
+
+    Returns:
+        Tensor: (B * N, C, H, W), image-major.
+    """
+    num_imgs, channels, height, width = imgs.shape
+    num_parts = in_box.shape[1]
+    outside = 1 - in_box  # (B, N, H, W)
+    # Product over the other boxes as a leave-one-out product; computed by
+    # brute force because N is small and a division by (1 - m_i) can be 0/0.
+    outside_others = torch.stack([
+        torch.cat([outside[:, :i], outside[:, i + 1:]], dim=1).prod(dim=1)
+        for i in range(num_parts)
+    ], dim=1)
+    in_other = (1 - outside_others)[:, :, None]
+    keep = in_box[:, :, None]
+    context = in_other * noisy[:, None] + (1 - in_other) * blurred[:, None]
+    parts = keep * imgs[:, None] + (1 - keep) * context
+    return parts.reshape(num_imgs * num_parts, channels, height, width)
+
+
+@MODELS.register_module()
 class PartImageGenerator(nn.Module):
-    """Module wrapper of :func:`make_part_images` with a size-relative blur.
+    """Builds the part images of a batch, sized relative to the image.
+
+    Config: ``part_images=dict(type='PartImageGenerator', ...)`` in
+    ``DAFClassifier``. Part image ``b * N + i`` keeps box ``i`` of image ``b``,
+    noises its other boxes and blurs the rest (:func:`make_part_images`), then
+    is resized by ``scale``.
 
     Args:
         blur_sigma_ratio (float): blur sigma as a fraction of the longer image
-            side. Defaults to 1/50 (our choice, DESIGN.md: about 9 px at 448).
+            side. Defaults to 1/50 (our choice, DESIGN.md: about 9 px at 448;
+            at 64 px it is 1.3 px, which leaves 3-8 px parts readable, so
+            small inputs want a larger ratio).
         noise_std (float): std of the noise on the other boxes, in normalised
             image units. Defaults to 1.0 (our choice).
+        scale (float): resize factor of the part images before the backbone
+            pass. Defaults to 1.0 (the paper's full size).
+        soft_edge (float): 0 (default) composes with hard, detached box masks
+            as the paper describes. A positive value is the width in pixels of
+            a soft mask border (:func:`boxes_to_soft_pixel_masks`), which makes
+            the part images differentiable in the box coordinates, so that
+            the part images' losses train the SPPN's box regression.
     """
 
-    def __init__(self, blur_sigma_ratio: float = 1 / 50, noise_std: float = 1.0):
+    def __init__(self, blur_sigma_ratio: float = 1 / 50, noise_std: float = 1.0,
+                 scale: float = 1.0, soft_edge: float = 0.0):
         super().__init__()
         if blur_sigma_ratio < 0:
             raise ValueError(
                 f'blur_sigma_ratio must be >= 0, got {blur_sigma_ratio}')
         if noise_std < 0:
             raise ValueError(f'noise_std must be >= 0, got {noise_std}')
+        if scale <= 0:
+            raise ValueError(f'scale must be > 0, got {scale}')
+        if soft_edge < 0:
+            raise ValueError(f'soft_edge must be >= 0, got {soft_edge}')
         self.blur_sigma_ratio = blur_sigma_ratio
         self.noise_std = noise_std
+        self.scale = scale
+        self.soft_edge = soft_edge
+
+    @property
+    def differentiable_boxes(self) -> bool:
+        """Whether gradient reaches the box coordinates."""
+        return self.soft_edge > 0
 
     def forward(self,
                 imgs: Tensor,
                 boxes: Tensor,
                 generator: Optional[torch.Generator] = None) -> Tensor:
-        """(B, 3, H, W) images, (B, N, 4) boxes -> (B * N, 3, H, W) images."""
+        """(B, 3, H, W) images, (B, N, 4) boxes -> (B * N, 3, H', W') images,
+        H' = round(H * scale)."""
         blur_sigma = self.blur_sigma_ratio * max(imgs.shape[-2:])
-        return make_part_images(imgs, boxes, blur_sigma, self.noise_std,
-                                generator)
+        if self.differentiable_boxes:
+            parts = self._soft_part_images(imgs, boxes, blur_sigma, generator)
+        else:
+            parts = make_part_images(imgs, boxes.detach(), blur_sigma,
+                                     self.noise_std, generator)
+        if self.scale != 1.0:
+            parts = F.interpolate(parts, scale_factor=self.scale, mode='bilinear',
+                                  align_corners=False)
+        return parts
+
+    def _soft_part_images(self, imgs: Tensor, boxes: Tensor, blur_sigma: float,
+                          generator: Optional[torch.Generator]) -> Tensor:
+        if boxes.shape[0] != imgs.shape[0]:
+            raise ValueError(f'boxes has batch size {boxes.shape[0]}, imgs has '
+                             f'{imgs.shape[0]}')
+        blurred = gaussian_blur(imgs, blur_sigma)
+        noise = torch.randn(imgs.shape, generator=generator, dtype=imgs.dtype,
+                            device=imgs.device)
+        in_box = boxes_to_soft_pixel_masks(boxes.to(imgs.dtype), imgs.shape[-2:],
+                                           self.soft_edge)
+        return compose_soft_part_images(imgs, blurred,
+                                        imgs + self.noise_std * noise, in_box)
 
 
 def _check_boxes(boxes: Tensor) -> None:

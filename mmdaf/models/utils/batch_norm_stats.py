@@ -1,0 +1,108 @@
+"""Keep the part images out of the student's BatchNorm statistics.
+
+The student backbone runs twice per training step: on the B clean images and
+on the B*N part images (blurred, noised). In plain train mode the second pass
+normalises the part images with their own batch statistics and mixes them into
+the running statistics used at test time, so about half of those come from
+images that test time never sees. The helpers below let the part pass instead
+normalise with the statistics of the clean batch (``'clean'``) or with the
+running statistics (``'running'``), without touching the running statistics.
+"""
+from contextlib import contextmanager
+from typing import Dict, Iterator, List, Tuple
+
+import torch.nn as nn
+from torch import Tensor
+from torch.nn.modules.batchnorm import _BatchNorm
+
+PART_BN_MODES = ('shared', 'clean', 'running')
+
+
+def batch_norm_layers(module: nn.Module) -> List[Tuple[str, _BatchNorm]]:
+    """(name, layer) of every BatchNorm layer in ``module``."""
+    return [(name, layer) for name, layer in module.named_modules()
+            if isinstance(layer, _BatchNorm)]
+
+
+@contextmanager
+def record_batch_norm_stats(module: nn.Module) -> Iterator[Dict[str, Tuple[Tensor, Tensor]]]:
+    """Record the batch mean and (biased) variance each BatchNorm layer sees.
+
+    Inside the context every forward of a BatchNorm layer of ``module`` stores
+    the per-channel mean and variance of its input, detached, in the yielded
+    dict under the layer's name (the last forward wins).
+
+    Yields:
+        dict: layer name -> ((C,) mean, (C,) variance).
+    """
+    stats: Dict[str, Tuple[Tensor, Tensor]] = {}
+    handles = []
+
+    def make_hook(name: str):
+        def hook(layer: _BatchNorm, args) -> None:
+            feat = args[0].detach()
+            dims = [d for d in range(feat.dim()) if d != 1]
+            stats[name] = (feat.mean(dim=dims), feat.var(dim=dims, unbiased=False))
+        return hook
+
+    for name, layer in batch_norm_layers(module):
+        handles.append(layer.register_forward_pre_hook(make_hook(name)))
+    try:
+        yield stats
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def normalise_with_fixed_stats(module: nn.Module,
+                               stats: Dict[str, Tuple[Tensor, Tensor]] = None
+                               ) -> Iterator[None]:
+    """Run ``module``'s BatchNorm layers in eval mode inside the context.
+
+    Eval-mode BatchNorm normalises with its running statistics and leaves them
+    unchanged. With ``stats`` (from :func:`record_batch_norm_stats`) those are
+    swapped in for the running statistics during the context, so a second
+    batch is normalised exactly like the recorded one. The buffers are
+    swapped by reference, never written in place, so the autograd graph of an
+    earlier pass stays valid. Everything is restored on exit.
+
+    Args:
+        module (nn.Module): the network, e.g. the student backbone.
+        stats (dict, optional): layer name -> (mean, variance); a layer missing
+            from it keeps its running statistics.
+    """
+    saved = []
+    for name, layer in batch_norm_layers(module):
+        saved.append((layer, layer.training, layer.running_mean, layer.running_var))
+        if stats is not None and name in stats and layer.track_running_stats:
+            layer.running_mean, layer.running_var = stats[name]
+        layer.training = False
+    try:
+        yield
+    finally:
+        for layer, training, running_mean, running_var in saved:
+            layer.training = training
+            if layer.track_running_stats:
+                layer.running_mean, layer.running_var = running_mean, running_var
+
+
+@contextmanager
+def without_activation_checkpointing(module: nn.Module) -> Iterator[None]:
+    """Turn off ``with_cp`` on every block of ``module`` inside the context.
+
+    Checkpointed blocks re-run their forward during backward, after the
+    context that fixed the BatchNorm statistics has ended; the re-run would
+    normalise with other statistics than the forward did (wrong gradients)
+    and update the running statistics. The part pass therefore keeps its
+    activations when it uses fixed statistics.
+    """
+    saved = [(layer, layer.with_cp) for layer in module.modules()
+             if isinstance(getattr(layer, 'with_cp', None), bool)]
+    for layer, _ in saved:
+        layer.with_cp = False
+    try:
+        yield
+    finally:
+        for layer, with_cp in saved:
+            layer.with_cp = with_cp
