@@ -1,5 +1,6 @@
 """tools/infer.py and DAFInferencer on a randomly initialised DAF r18 checkpoint."""
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -32,6 +33,14 @@ def write_tiny_config(tmp_path) -> str:
     return str(path)
 
 
+def tool_env() -> dict:
+    """Environment for a tool subprocess: this checkout's mmdaf comes first, not
+    whatever copy is installed (a tool's own folder heads its sys.path)."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO_ROOT, env.get('PYTHONPATH')]))
+    return env
+
+
 @pytest.fixture(scope='module')
 def daf_checkpoint(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp('infer')
@@ -55,8 +64,8 @@ def test_infer_tool_writes_sorted_topk_json_and_pictures(daf_checkpoint, tiny_cu
     out_dir = tmp_path / 'out'
     completed = subprocess.run(
         [sys.executable, osp.join(REPO_ROOT, 'tools', 'infer.py'), config, checkpoint,
-         *images, '--out-dir', str(out_dir), '--topk', '3'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+         *images, '--out-dir', str(out_dir), '--topk', '3', '--min-side', '128'],
+        cwd=REPO_ROOT, env=tool_env(), capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr[-3000:]
 
     records = json.loads((out_dir / 'predictions.json').read_text())
@@ -78,14 +87,17 @@ def test_infer_tool_writes_sorted_topk_json_and_pictures(daf_checkpoint, tiny_cu
         # the pipeline does not resize: boxes are drawn on the original image
         assert record['boxes_frame'] == 'original'
         assert np.array(record['part_boxes']).shape == (4, 4)
+        # in the 64 px image's pixels, not the 2x picture's
+        assert np.array(record['part_boxes']).max() <= 64
         assert len(record['part_scores']) == 4
         np.testing.assert_allclose(record['part_boxes'], reference['part_boxes'],
                                    atol=0.01)
 
         picture = cv2.imread(record['visualization'])
         source = cv2.imread(record['path'])
-        assert picture.shape == source.shape == (64, 64, 3)
-        assert not np.array_equal(picture, source)
+        assert source.shape == (64, 64, 3)
+        assert picture.shape == (128, 128, 3)  # --min-side 128: drawn 2x
+        assert not np.array_equal(picture, np.repeat(np.repeat(source, 2, 0), 2, 1))
     assert 'wrote' in completed.stdout and CLASS_NAMES[0][:3] in completed.stdout
 
 
@@ -105,7 +117,8 @@ def test_resize_and_center_crop_are_inverted(daf_checkpoint, tiny_cub_root):
     np.testing.assert_allclose(result['part_boxes_original'],
                                (result['part_boxes'] + 8.0) / 1.5, rtol=1e-6)
     picture = inferencer.visualize(result)
-    assert picture.shape == (64, 64, 3)
+    assert picture.shape == (384, 384, 3)  # the 64 px original, drawn 6x
+    assert inferencer.visualize(result, min_side=0).shape == (64, 64, 3)
 
 
 def test_affine_bookkeeping_by_hand():
