@@ -121,6 +121,37 @@ def test_resize_and_center_crop_are_inverted(daf_checkpoint, tiny_cub_root):
     assert inferencer.visualize(result, min_side=0).shape == (64, 64, 3)
 
 
+def test_draw_test_parts_writes_one_picture_per_class_first(daf_checkpoint,
+                                                            tiny_cub_root, tmp_path):
+    config, checkpoint = daf_checkpoint
+    out_dir = tmp_path / 'part_pictures'
+    # 4 classes x 2 test images: 5 pictures are one per class, then one more
+    completed = subprocess.run(
+        [sys.executable, osp.join(REPO_ROOT, 'tools', 'misc', 'draw_test_parts.py'),
+         config, checkpoint, '--data-root', tiny_cub_root, '--out-dir', str(out_dir),
+         '--num-images', '5'],
+        cwd=REPO_ROOT, env=tool_env(), capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    lines = completed.stdout.strip().splitlines()
+    assert lines[-1] == f'part pictures (5): {out_dir}'
+    names = sorted(os.listdir(out_dir))
+    assert len(names) == 5
+    assert [name[:3] for name in names] == ['00_', '01_', '02_', '03_', '04_']
+    # "<picture>: true <class>, predicted <class> (<score>)", one per picture,
+    # after mmengine's checkpoint-loading message
+    printed = [line.split(': ', 1) for line in lines[-6:-1]]
+    assert [name for name, _ in printed] == names
+    assert all(text.startswith('true ') for _, text in printed)
+    true_classes = [text.split(',')[0][len('true '):] for _, text in printed]
+    assert sorted(true_classes[:4]) == CLASS_NAMES
+    assert true_classes[4] == true_classes[0]
+    for name in names:
+        picture = cv2.imread(str(out_dir / name))
+        # the 64 px image drawn 6x, under a caption band
+        assert picture.shape[1] == 384 and 384 < picture.shape[0] <= 384 + 120
+
+
 def test_affine_bookkeeping_by_hand():
     affine = update_affine((1.0, 1.0, 0.0, 0.0), 'Resize', (100, 200), (50, 400), False)
     assert affine == (2.0, 0.5, 0.0, 0.0)
