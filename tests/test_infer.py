@@ -1,5 +1,6 @@
 """tools/infer.py and DAFInferencer on a randomly initialised DAF r18 checkpoint."""
 import json
+import os
 import os.path as osp
 import subprocess
 import sys
@@ -32,6 +33,14 @@ def write_tiny_config(tmp_path) -> str:
     return str(path)
 
 
+def tool_env() -> dict:
+    """Environment for a tool subprocess: this checkout's mmdaf comes first, not
+    whatever copy is installed (a tool's own folder heads its sys.path)."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO_ROOT, env.get('PYTHONPATH')]))
+    return env
+
+
 @pytest.fixture(scope='module')
 def daf_checkpoint(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp('infer')
@@ -55,8 +64,8 @@ def test_infer_tool_writes_sorted_topk_json_and_pictures(daf_checkpoint, tiny_cu
     out_dir = tmp_path / 'out'
     completed = subprocess.run(
         [sys.executable, osp.join(REPO_ROOT, 'tools', 'infer.py'), config, checkpoint,
-         *images, '--out-dir', str(out_dir), '--topk', '3'],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+         *images, '--out-dir', str(out_dir), '--topk', '3', '--min-side', '128'],
+        cwd=REPO_ROOT, env=tool_env(), capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr[-3000:]
 
     records = json.loads((out_dir / 'predictions.json').read_text())
@@ -78,14 +87,17 @@ def test_infer_tool_writes_sorted_topk_json_and_pictures(daf_checkpoint, tiny_cu
         # the pipeline does not resize: boxes are drawn on the original image
         assert record['boxes_frame'] == 'original'
         assert np.array(record['part_boxes']).shape == (4, 4)
+        # in the 64 px image's pixels, not the 2x picture's
+        assert np.array(record['part_boxes']).max() <= 64
         assert len(record['part_scores']) == 4
         np.testing.assert_allclose(record['part_boxes'], reference['part_boxes'],
                                    atol=0.01)
 
         picture = cv2.imread(record['visualization'])
         source = cv2.imread(record['path'])
-        assert picture.shape == source.shape == (64, 64, 3)
-        assert not np.array_equal(picture, source)
+        assert source.shape == (64, 64, 3)
+        assert picture.shape == (128, 128, 3)  # --min-side 128: drawn 2x
+        assert not np.array_equal(picture, np.repeat(np.repeat(source, 2, 0), 2, 1))
     assert 'wrote' in completed.stdout and CLASS_NAMES[0][:3] in completed.stdout
 
 
@@ -105,7 +117,39 @@ def test_resize_and_center_crop_are_inverted(daf_checkpoint, tiny_cub_root):
     np.testing.assert_allclose(result['part_boxes_original'],
                                (result['part_boxes'] + 8.0) / 1.5, rtol=1e-6)
     picture = inferencer.visualize(result)
-    assert picture.shape == (64, 64, 3)
+    assert picture.shape == (384, 384, 3)  # the 64 px original, drawn 6x
+    assert inferencer.visualize(result, min_side=0).shape == (64, 64, 3)
+
+
+def test_draw_test_parts_writes_one_picture_per_class_first(daf_checkpoint,
+                                                            tiny_cub_root, tmp_path):
+    config, checkpoint = daf_checkpoint
+    out_dir = tmp_path / 'part_pictures'
+    # 4 classes x 2 test images: 5 pictures are one per class, then one more
+    completed = subprocess.run(
+        [sys.executable, osp.join(REPO_ROOT, 'tools', 'misc', 'draw_test_parts.py'),
+         config, checkpoint, '--data-root', tiny_cub_root, '--out-dir', str(out_dir),
+         '--num-images', '5'],
+        cwd=REPO_ROOT, env=tool_env(), capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+
+    lines = completed.stdout.strip().splitlines()
+    assert lines[-1] == f'part pictures (5): {out_dir}'
+    names = sorted(os.listdir(out_dir))
+    assert len(names) == 5
+    assert [name[:3] for name in names] == ['00_', '01_', '02_', '03_', '04_']
+    # "<picture>: true <class>, predicted <class> (<score>)", one per picture,
+    # after mmengine's checkpoint-loading message
+    printed = [line.split(': ', 1) for line in lines[-6:-1]]
+    assert [name for name, _ in printed] == names
+    assert all(text.startswith('true ') for _, text in printed)
+    true_classes = [text.split(',')[0][len('true '):] for _, text in printed]
+    assert sorted(true_classes[:4]) == CLASS_NAMES
+    assert true_classes[4] == true_classes[0]
+    for name in names:
+        picture = cv2.imread(str(out_dir / name))
+        # the 64 px image drawn 6x, under a caption band
+        assert picture.shape[1] == 384 and 384 < picture.shape[0] <= 384 + 120
 
 
 def test_affine_bookkeeping_by_hand():

@@ -2,13 +2,17 @@
 
 Usage:
     python tools/infer.py CONFIG CHECKPOINT INPUT [INPUT ...] [--out-dir DIR]
-        [--topk K] [--device cpu] [--alpha A] [--cfg-options KEY=VALUE ...]
+        [--topk K] [--device cpu] [--alpha A] [--min-side PX]
+        [--cfg-options KEY=VALUE ...]
 
 INPUT: image files and/or folders (searched recursively). For each image the
 top-k classes and their scores (softmax of the model's prediction, so they sum
 to at most 1) are printed; ``--out-dir`` (default ``./infer_out``) receives
 ``predictions.json`` and one PNG per image with the location heatmap overlaid
-and the part boxes drawn with their rank and score.
+and the part boxes drawn with their rank and score. Images whose shorter side
+is below ``--min-side`` (default 384) are upscaled by an integer factor before
+anything is drawn, so the labels do not cover a small image; the JSON's boxes
+stay in the image's own pixels.
 
 The picture is drawn on the original image when the config's test pipeline
 only resizes and centre-crops (boxes and heatmap mapped back), else on the
@@ -25,6 +29,7 @@ from mmengine.config import DictAction
 
 import mmdaf  # noqa: F401  (registers mmdaf components, allow-lists checkpoints)
 from mmdaf.apis import DAFInferencer
+from mmdaf.apis.part_drawing import DEFAULT_MIN_SIDE
 
 
 def parse_args() -> argparse.Namespace:
@@ -38,6 +43,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--device', default='cpu', help='e.g. cpu, cuda, cuda:1')
     parser.add_argument('--alpha', type=float, default=0.5,
                         help='heatmap opacity at heat 1, in [0, 1]')
+    parser.add_argument('--min-side', type=int, default=DEFAULT_MIN_SIDE,
+                        help='upscale smaller pictures until their shorter side is at '
+                        'least this many pixels (0: draw at the image size)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -83,7 +91,8 @@ def main() -> None:
     for result in results:
         name = unique_picture_name(result['path'], used_names)
         picture = osp.join(args.out_dir, name)
-        inferencer.visualize(result, out_file=picture, alpha=args.alpha)
+        inferencer.visualize(result, out_file=picture, alpha=args.alpha,
+                             min_side=args.min_side)
         records.append(json_record(result, picture))
         ranked = ', '.join(f'{item["class_name"]} ({item["score"]:.4f})'
                            for item in result['topk'])

@@ -22,7 +22,7 @@ from mmengine.registry import init_default_scope
 from mmengine.runner import load_checkpoint
 from mmpretrain.registry import DATASETS, MODELS, TRANSFORMS
 
-from .part_drawing import draw_parts
+from .part_drawing import DEFAULT_MIN_SIDE, draw_parts
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff')
 # (sx, sy, tx, ty): network input pixel x_in = sx * x_original + tx (same for y).
@@ -278,7 +278,8 @@ class DAFInferencer:
 
     # ------------------------------------------------------------ pictures
     def visualize(self, result: Dict, out_file: Optional[str] = None,
-                  alpha: float = 0.5) -> np.ndarray:
+                  alpha: float = 0.5, min_side: int = DEFAULT_MIN_SIDE,
+                  caption: Optional[Sequence[str]] = None) -> np.ndarray:
         """Draw the heatmap and part boxes of one :meth:`predict_one` result.
 
         On the original image when the pipeline is invertible
@@ -288,9 +289,16 @@ class DAFInferencer:
             result (dict): from :meth:`predict_one` / :meth:`__call__`.
             out_file (str, optional): write the picture here (PNG, JPEG, ...).
             alpha (float): heatmap opacity at heat 1.
+            min_side (int): a smaller image is upscaled (integer factor
+                ``s``) until its shorter side is at least this, before the
+                boxes and labels are drawn; 0 keeps its size.
+            caption (Sequence[str], optional): text lines written in a band
+                above the picture.
 
         Returns:
-            np.ndarray: (H, W, 3) uint8 RGB picture.
+            np.ndarray: (s * H + band, s * W, 3) uint8 RGB picture. The
+            result's boxes stay in the image's own pixels; only the picture
+            is scaled.
         """
         affine = result['input_to_original']
         boxes, heatmap = result['part_boxes'], result['heatmap']
@@ -302,7 +310,8 @@ class DAFInferencer:
             if heatmap is not None:
                 heatmap = heatmap_to_original(heatmap, result['input_image'].shape[:2],
                                               image.shape[:2], affine)
-        picture = draw_parts(image, heatmap, boxes, result['part_scores'], alpha=alpha)
+        picture = draw_parts(image, heatmap, boxes, result['part_scores'], alpha=alpha,
+                             min_side=min_side, caption=caption)
         if out_file is not None:
             os.makedirs(osp.dirname(osp.abspath(out_file)), exist_ok=True)
             if not cv2.imwrite(out_file, picture[..., ::-1]):

@@ -10,7 +10,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import BaseLoop, IterBasedTrainLoop
 
-from ..apis.part_drawing import draw_parts
+from ..apis.part_drawing import DEFAULT_MIN_SIDE, draw_parts
 
 
 def _input_to_rgb(image: torch.Tensor) -> np.ndarray:
@@ -28,7 +28,7 @@ class PartVisualizationHook(Hook):
     In every validation run, the first ``num_images`` images that rank 0
     evaluates (with a distributed sampler: every world-size-th image of the
     val set) are drawn with :func:`mmdaf.apis.draw_parts` on the network input
-    image (boxes and heatmap live in its pixels) and written as PNG files
+    image (boxes and heatmap live in its pixels), upscaled when small and written as PNG files
     ``<index>_<image name>.png`` to ``<out_dir>/epoch_<k>/`` (``iter_<k>/`` when
     validating inside iteration-based training; ``epoch_0/`` for a val-only
     run). Other ranks draw nothing.
@@ -42,11 +42,16 @@ class PartVisualizationHook(Hook):
         enable (bool): switch the hook off without removing it from the
             config. Defaults to True.
         alpha (float): heatmap opacity at heat 1. Defaults to 0.5.
+        min_side (int): images with a shorter side below this are upscaled
+            (by an integer factor, nearest-neighbour) before the heatmap,
+            boxes and labels are drawn; 0 draws at the input's own size.
+            Defaults to 384.
     """
     priority = 'LOW'
 
     def __init__(self, num_images: int = 4, out_dir: Optional[str] = None,
-                 enable: bool = True, alpha: float = 0.5) -> None:
+                 enable: bool = True, alpha: float = 0.5,
+                 min_side: int = DEFAULT_MIN_SIDE) -> None:
         if not isinstance(num_images, int) or num_images < 0:
             raise ValueError(
                 f'num_images must be a non-negative int, got {num_images!r}')
@@ -54,6 +59,7 @@ class PartVisualizationHook(Hook):
         self.out_dir = out_dir
         self.enable = enable
         self.alpha = alpha
+        self.min_side = min_side
         self._num_drawn = 0
         self._epoch_dir: Optional[str] = None
 
@@ -87,7 +93,7 @@ class PartVisualizationHook(Hook):
                 break
             picture = draw_parts(_input_to_rgb(inputs[index]), sample.get('heatmap'),
                                  sample.get('part_boxes'), sample.get('part_scores'),
-                                 alpha=self.alpha)
+                                 alpha=self.alpha, min_side=self.min_side)
             image_path = sample.get('img_path', None)
             name = (osp.splitext(osp.basename(image_path))[0] if image_path
                     else f'sample_{sample.get("sample_idx", batch_idx)}')
