@@ -70,10 +70,10 @@ DEFAULT_CONFIGS = ('baseline', 'sppn', 'sppn_lhm', 'sppn_lhm_teacher', 'daf')
 ANCHOR_BASE_SCALE_AT_64 = 1.25
 # The benchmark preset (see docs/benchmarks.md for how it was chosen).
 NUM_CLASSES = 8
-TRAIN_PER_CLASS = 40
+TRAIN_PER_CLASS = 60
 TEST_PER_CLASS = 25
-EPOCHS = 6
-METRICS = ('top1', 'mean_class_acc', 'student_top1', 'hit_rate', 'random_hit_rate',
+EPOCHS = 8
+METRICS = ('top1', 'mean_class_acc', 'student_top1', 'teacher_top1', 'hit_rate', 'random_hit_rate',
            'part_in_box_rate', 'random_part_in_box_rate', 'score_abs_mean',
            'score_abs_max', 'border_box_rate')
 
@@ -416,7 +416,7 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
     image_ids = read_image_ids(data_root)
     images_dir = osp.join(data_root, 'images')
 
-    preds, student_preds, gts = [], [], []
+    preds, student_preds, teacher_preds, gts = [], [], [], []
     boxes_per_image, img_shapes, abs_scores, border_boxes = {}, {}, [], []
     with torch.no_grad():
         for data in loader:
@@ -426,6 +426,8 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
                 gts.append(int(sample.gt_label))
                 if 'student_score' in sample:
                     student_preds.append(int(sample.student_score.argmax()))
+                if 'teacher_score' in sample:
+                    teacher_preds.append(int(sample.teacher_score.argmax()))
                 if 'part_boxes' in sample:
                     image_id = image_ids[osp.relpath(sample.img_path, images_dir)]
                     boxes_per_image[image_id] = sample.part_boxes.cpu().numpy()
@@ -437,6 +439,8 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
                   **accuracies(preds, gts, num_classes))
     result['student_top1'] = (accuracies(student_preds, gts, num_classes)['top1']
                               if student_preds else None)
+    result['teacher_top1'] = (accuracies(teacher_preds, gts, num_classes)['top1']
+                              if teacher_preds else None)
     if boxes_per_image:
         result.update(hit_rates(boxes_per_image, read_part_boxes(data_root), img_shapes,
                                 draws=random_draws))
@@ -503,11 +507,13 @@ def format_table(result: dict) -> str:
         return text
 
     lines = [f"{'config':<18}{'top-1 %':>12}{'mean cls %':>12}{'student %':>11}"
-             f"{'hit %':>8}{'random':>8}{'part-in %':>11}{'random':>8}{'train s':>9}"]
+             f"{'teacher %':>11}{'hit %':>8}{'random':>8}{'part-in %':>11}{'random':>8}"
+             f"{'train s':>9}"]
     for name, stats in result['summary'].items():
         lines.append(f"{name:<18}{cell(stats['top1']):>12}"
                      f"{cell(stats['mean_class_acc']):>12}"
-                     f"{cell(stats['student_top1']):>11}{cell(stats['hit_rate']):>8}"
+                     f"{cell(stats['student_top1']):>11}{cell(stats['teacher_top1']):>11}"
+                     f"{cell(stats['hit_rate']):>8}"
                      f"{cell(stats['random_hit_rate']):>8}"
                      f"{cell(stats['part_in_box_rate']):>11}"
                      f"{cell(stats['random_part_in_box_rate']):>8}"

@@ -12,9 +12,11 @@ from mmengine.registry import init_default_scope
 from mmpretrain.registry import HOOKS, MODELS
 from mmpretrain.structures import DataSample
 
-from mmdaf.models.utils.batch_norm_stats import (normalise_with_fixed_stats,
-                                                 record_batch_norm_stats,
-                                                 without_activation_checkpointing)
+from mmdaf.models.utils.batch_norm_stats import (
+    normalise_with_fixed_stats,
+    record_batch_norm_stats,
+    without_activation_checkpointing,
+)
 
 NUM_CLASSES = 4
 SIZE = 64
@@ -243,9 +245,12 @@ def test_fixed_anchor_sppn_returns_anchors_and_has_no_regression_branch():
 
 
 def test_soft_composition_with_hard_masks_is_the_paper_composition():
-    from mmdaf.models.utils.part_images import (boxes_to_pixel_masks,
-                                                compose_soft_part_images,
-                                                gaussian_blur, make_part_images)
+    from mmdaf.models.utils.part_images import (
+        boxes_to_pixel_masks,
+        compose_soft_part_images,
+        gaussian_blur,
+        make_part_images,
+    )
     imgs = torch.randn(2, 3, 16, 16)
     boxes = torch.tensor([[[0., 0., 8., 8.], [4., 4., 12., 12.]],
                           [[2., 2., 6., 10.], [8., 0., 16., 16.]]])

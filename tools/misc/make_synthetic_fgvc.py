@@ -13,8 +13,11 @@ import os
 import os.path as osp
 from typing import Dict, List, Optional
 
-from mmdaf.datasets.synthetic_fgvc import (MAX_NUM_CLASSES, make_synthetic_fgvc,
-                                          make_synthetic_generic)
+from mmdaf.datasets.synthetic_fgvc import (
+    MAX_NUM_CLASSES,
+    make_synthetic_fgvc,
+    make_synthetic_generic,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,11 +27,11 @@ from typing import Dict, List, Optional
 import torch
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DEFAULT_CONFIG = 'configs/pretrain/r18_synthetic-generic.py'
-DEFAULT_OUT = 'checkpoints/r18_synthetic-generic_64px.pth'
+DEFAULT_CONFIG = 'configs/pretrain/r18-w32_synthetic-generic.py'
+DEFAULT_OUT = 'checkpoints/r18-w32_synthetic-generic_64px.pth'
 DEFAULT_DATA_ROOT = 'data/synthetic_generic'
 # The generic set: keep in step with configs/_base_/datasets/synthetic_generic.py.
-GENERIC_SET = dict(train_per_class=100, test_per_class=10, img_size=64,
+GENERIC_SET = dict(train_per_class=150, test_per_class=10, img_size=64,
                    part_scale=1.6, seed=1000)
 
 

@@ -2,7 +2,7 @@
 # CUB): 12 classes = body-hue family x facing, fine-grained part attributes
 # random in every image. Written by
 #   python tools/misc/make_synthetic_fgvc.py --generic --out data/synthetic_generic \
-#       --train-per-class 100 --test-per-class 10 --img-size 64 --part-scale 1.6 --seed 1000
+#       --train-per-class 150 --test-per-class 10 --img-size 64 --part-scale 1.6 --seed 1000
 # (tools/misc/pretrain_synthetic.py runs it when the folder is missing).
 _base_ = ['./synthetic_fgvc.py']
 

@@ -1,17 +1,20 @@
-# DAF-net with ResNet-18 student and teacher, sized for the synthetic set at
+# DAF-net with half-width ResNet-18 student and teacher (32 stem and base
+# channels, as configs/_base_/models/resnet18_fgvc.py), sized for the synthetic set at
 # 64 px with part_scale 1.6 (parts about 12-15 px, objects about 40-55 px), and
 # started from the generic synthetic pretraining (tools/misc/pretrain_synthetic.py),
 # as the paper starts from ImageNet.
 _base_ = ['./daf_r50.py']
 
-pretrained = 'checkpoints/r18_synthetic-generic_64px.pth'
+pretrained = 'checkpoints/r18-w32_synthetic-generic_64px.pth'
 
 model = dict(
     backbone=dict(
         depth=18,
+        stem_channels=32,
+        base_channels=32,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone')),
-    head=dict(num_classes=10, in_channels=512),
-    sppn_neck=dict(in_channels=[128, 256, 512], out_channels=64),
+    head=dict(num_classes=10, in_channels=256),
+    sppn_neck=dict(in_channels=[64, 128, 256], out_channels=64),
     sppn_head=dict(
         in_channels=64,
         feat_channels=64,
@@ -30,11 +33,13 @@ model = dict(
     teacher=dict(
         backbone=dict(
             depth=18,
+            stem_channels=32,
+            base_channels=32,
             init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone')),
         # Output size 128**2 / 8 = 2048.
-        neck=dict(in_channels=512, reduced_channels=128, num_groups=8),
+        neck=dict(in_channels=256, reduced_channels=128, num_groups=8),
         head=dict(num_classes=10, in_channels=2048),
     ),
-    distill=dict(student_channels=256, teacher_channels=256),
+    distill=dict(student_channels=128, teacher_channels=128),
     fusion_head=dict(num_classes=10),
 )

@@ -11,9 +11,12 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch import Tensor
 
-from ..utils.batch_norm_stats import (PART_BN_MODES, normalise_with_fixed_stats,
-                                      record_batch_norm_stats,
-                                      without_activation_checkpointing)
+from ..utils.batch_norm_stats import (
+    PART_BN_MODES,
+    normalise_with_fixed_stats,
+    record_batch_norm_stats,
+    without_activation_checkpointing,
+)
 from ..utils.part_images import boxes_to_saliency_mask
 
 LOSS_GROUPS = ('student', 'teacher', 'fusion')

@@ -20,7 +20,7 @@ train_pipeline = [
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 
 optim_wrapper = dict(optimizer=dict(lr=0.05))
-param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=6, eta_min=1e-4)
-train_cfg = dict(max_epochs=6, val_interval=6)
+param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=12, eta_min=1e-4)
+train_cfg = dict(max_epochs=12, val_interval=12)
 default_hooks = dict(logger=dict(interval=10),
-                     checkpoint=dict(interval=6, max_keep_ckpts=1))
+                     checkpoint=dict(interval=12, max_keep_ckpts=1))
