@@ -127,16 +127,33 @@ def test_read_part_boxes(tmp_path):
 
 def test_cfg_options_follow_the_switched_on_parts():
     student = dict(o.split('=', 1) for o in learning.cfg_options(
-        config_path('ablation', 'r18_sppn_synthetic.py'), '/data', 4, 64, 3, 1))
+        config_path('ablation', 'r18_sppn_synthetic.py'), '/data', 4, 128, 3, 1,
+        extra=['model.part_bn=shared']))
     assert student['model.head.num_classes'] == '4'
     assert 'model.teacher.head.num_classes' not in student  # teacher=None there
-    assert student['model.sppn_head.anchor_generator.octave_base_scale'] == '1.0'
+    # Anchors sized for 64 px scale with the image.
+    assert student['model.sppn_head.anchor_generator.octave_base_scale'] == '2.5'
     assert student['train_cfg.max_epochs'] == '3' and student['param_scheduler.T_max'] == '3'
+    assert student['model.part_bn'] == 'shared'  # extra options reach DAF rows
     daf = dict(o.split('=', 1) for o in learning.cfg_options(
-        config_path('daf_r18_synthetic.py'), '/data', 4, 128, 3, 1))
+        config_path('daf_r18_synthetic.py'), '/data', 4, 64, 3, 1, pretrained=False))
     assert daf['model.teacher.head.num_classes'] == '4'
     assert daf['model.fusion_head.num_classes'] == '4'
+    assert daf['model.backbone.init_cfg'] == 'None'
+    assert daf['model.teacher.backbone.init_cfg'] == 'None'
     assert 'model.sppn_head.anchor_generator.octave_base_scale' not in daf
+    baseline = dict(o.split('=', 1) for o in learning.cfg_options(
+        config_path('ablation', 'r18_baseline_synthetic.py'), '/data', 4, 64, 3, 1,
+        extra=['model.part_bn=shared']))
+    assert 'model.part_bn' not in baseline  # not a DAF model: extras do not apply
+    assert 'model.backbone.init_cfg' not in baseline  # keeps its Pretrained init
+
+
+def test_touches_border_within_tolerance():
+    boxes = np.array([[0.3, 10, 20, 20], [5, 5, 63.6, 30], [5, 5, 20, 20],
+                      [1, 1, 63, 63]], dtype=float)
+    np.testing.assert_array_equal(learning.touches_border(boxes, (64, 64)),
+                                  [True, True, False, False])
 
 
 # ----------------------------------------------------------------------------

@@ -276,3 +276,21 @@ def test_soft_masks_are_one_inside_zero_outside_and_differentiable():
     masks.sum().backward()
     # Growing the box (x1 down, x2 up) adds mask: d/dx1 < 0 < d/dx2.
     assert boxes.grad[0, 0, 0] < 0 < boxes.grad[0, 0, 2]
+
+
+# ------------------------------------------------------------ teacher neck scale
+def test_paf_neck_output_scale_multiplies_the_unit_norm_vector():
+    torch.manual_seed(0)
+    plain = MODELS.build(dict(type='PAFBilinearNeck', in_channels=8, reduced_channels=4,
+                              num_groups=2))
+    scaled = MODELS.build(dict(type='PAFBilinearNeck', in_channels=8, reduced_channels=4,
+                               num_groups=2, output_scale=16.0))
+    scaled.load_state_dict(plain.state_dict())
+    feats = torch.randn(3, 8, 5, 5)
+    plain_out, = plain((feats, ))
+    scaled_out, = scaled((feats, ))
+    assert plain_out.shape == (3, 8)
+    torch.testing.assert_close(plain_out.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(scaled_out, 16.0 * plain_out)
+    with pytest.raises(ValueError, match='output_scale must be > 0, got 0'):
+        MODELS.build(dict(type='PAFBilinearNeck', in_channels=8, output_scale=0))

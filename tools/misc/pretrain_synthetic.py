@@ -25,6 +25,7 @@ import time
 from typing import Dict, List, Optional
 
 import torch
+from mmengine.config import DictAction
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEFAULT_CONFIG = 'configs/pretrain/r18-w32_synthetic-generic.py'
@@ -46,6 +47,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='training logs and intermediate checkpoints')
     parser.add_argument('--force', action='store_true',
                         help='train again even when --out exists')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override settings of the pretraining config')
     return parser.parse_args(argv)
 
 
@@ -59,13 +62,16 @@ def ensure_generic_set(data_root: str) -> None:
           f"in {info['elapsed_s']:.1f} s", flush=True)
 
 
-def train(config: str, data_root: str, work_dir: str) -> Dict:
+def train(config: str, data_root: str, work_dir: str,
+          cfg_options: Optional[Dict] = None) -> Dict:
     """Train the pretraining config; return the model's state dict and meta."""
     from mmengine.config import Config
     from mmengine.runner import Runner
 
     import mmdaf  # noqa: F401  (registers components)
     cfg = Config.fromfile(config)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     cfg.work_dir = work_dir
     for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[loader].dataset.data_root = data_root
@@ -98,7 +104,7 @@ def main(argv: Optional[List[str]] = None) -> str:
         sys.exit(f'pretrain_synthetic: config {args.config} not found')
     start = time.perf_counter()
     ensure_generic_set(args.data_root)
-    checkpoint = train(args.config, args.data_root, args.work_dir)
+    checkpoint = train(args.config, args.data_root, args.work_dir, args.cfg_options)
     save_atomically(checkpoint, args.out)
     print(f"pretrained checkpoint: {args.out} (generic test top-1 "
           f"{checkpoint['meta']['generic_test_top1']:.2f} %, "

@@ -56,8 +56,11 @@ model = dict(
             init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone'),
         ),
         # Output size reduced_channels**2 / num_groups = 512**2 / 16 = 16384.
+        # output_scale=16: the unit-norm bilinear vector times 16, so that the
+        # linear head's logits can grow at the usual learning rate (with 1 the
+        # synthetic teacher stayed at chance; docs/benchmarks.md).
         neck=dict(type='PAFBilinearNeck', in_channels=2048, reduced_channels=512,
-                  num_groups=16),
+                  num_groups=16, output_scale=16.0),
         head=dict(
             type='LinearClsHead',
             num_classes=200,

@@ -177,6 +177,13 @@ class PAFBilinearNeck(BaseModule):
         grouping_loss_weight (float): Weight of the grouping loss. The raw
             loss is bounded in [0, 2], on the scale of a classification
             cross entropy, so 1.0 (our default) weighs them alike.
+        output_scale (float): the L2-normalised vector is multiplied by it.
+            A unit-norm vector spread over thousands of dimensions gives a
+            linear head with the usual init and learning rate logits near 0
+            for a long time (bilinear CNNs train their classifier with a far
+            higher learning rate for this reason); a scale s lets the logits
+            reach +-s. Defaults to 1.0 (plain normalisation); the DAF configs
+            set 16 (docs/benchmarks.md has the measurement).
         init_cfg (dict | list[dict], optional): Initialisation config.
             Defaults to None (PyTorch's default initialisation).
     """
@@ -189,6 +196,7 @@ class PAFBilinearNeck(BaseModule):
                  use_attention: bool = True,
                  filter_mode: str = 'highlight',
                  grouping_loss_weight: float = 1.0,
+                 output_scale: float = 1.0,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=init_cfg)
         for name, value in (('in_channels', in_channels),
@@ -206,6 +214,9 @@ class PAFBilinearNeck(BaseModule):
         if grouping_loss_weight < 0:
             raise ValueError('grouping_loss_weight must be >= 0, got '
                              f'{grouping_loss_weight}')
+        if output_scale <= 0:
+            raise ValueError(f'output_scale must be > 0, got {output_scale}')
+        self.output_scale = output_scale
         self.in_channels = in_channels
         self.reduced_channels = reduced_channels
         self.num_groups = num_groups
@@ -278,7 +289,8 @@ class PAFBilinearNeck(BaseModule):
             features = self.filter_features(features,
                                             saliency_mask.to(features))
         grouped_features = self.projection(features)
-        pooled = group_bilinear_pool(grouped_features, self.num_groups)
+        pooled = self.output_scale * group_bilinear_pool(grouped_features,
+                                                         self.num_groups)
         if return_grouping_loss:
             return (pooled, ), self.grouping_loss(grouped_features)
         return (pooled, )
