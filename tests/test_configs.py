@@ -1,5 +1,6 @@
-"""Every config under configs/ builds; each runs one training step and one
-prediction on CPU with a batch of 2, with random weights (no downloads).
+"""Every config under configs/ builds; each loads its pretrained weights (a
+local stand-in for the download), runs one training step that changes its
+weights, and one prediction, on CPU with a batch of 2.
 
 The paper's student ablations and the complete CUB model run at their full 448
 crop; the other real-data configs share those code paths and run at 224 to keep
@@ -12,6 +13,7 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 from mmengine.config import Config
+from mmengine.logging import MMLogger
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS
@@ -28,16 +30,110 @@ TEACHER_LOSSES = {'loss_teacher', 'loss_group', 'loss_csf'}
 DISTILL_LOSSES = {'loss_hint', 'loss_soft'}
 
 
-def drop_pretrained(cfg):
-    """Remove Pretrained init_cfgs everywhere in a (nested) model config."""
+# The checkpoints the configs download, and the mmpretrain model each one holds.
+RESNET50_IN1K = ('https://download.openmmlab.com/mmclassification/v0/resnet/'
+                 'resnet50_8xb32_in1k_20210831-ea4938fc.pth')
+CHECKPOINT_MODELS = {
+    RESNET50_IN1K: dict(type='ImageClassifier',
+                        backbone=dict(type='ResNet', depth=50),
+                        neck=dict(type='GlobalAveragePooling'),
+                        head=dict(type='LinearClsHead', num_classes=1000,
+                                  in_channels=2048)),
+    # tools/misc/pretrain_synthetic.py's output (the synthetic configs' start).
+    'checkpoints/r18-w32_synthetic-generic_64px.pth': dict(
+        type='ImageClassifier',
+        backbone=dict(type='ResNet', depth=18, stem_channels=32, base_channels=32),
+        neck=dict(type='GlobalAveragePooling'),
+        head=dict(type='LinearClsHead', num_classes=12, in_channels=256)),
+}
+
+
+def init_weights_quietly(model: torch.nn.Module) -> None:
+    """``model.init_weights()`` without its INFO line for every parameter."""
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+
+
+def stand_in_state_dict(model_cfg: dict) -> dict:
+    """The model's state dict with values a trained network could have and
+    no config builds by itself: its own random init, and BatchNorm weights,
+    biases and statistics drawn at random (positive variances)."""
+    torch.manual_seed(1)
+    model = MODELS.build(model_cfg)
+    init_weights_quietly(model)
+    state_dict = model.state_dict()
+    for key, value in state_dict.items():
+        if key.endswith(('bn1.weight', 'bn2.weight', 'bn3.weight', 'running_var')) or \
+                key.endswith('downsample.1.weight'):
+            value.uniform_(0.5, 1.5)
+        elif key.endswith(('bias', 'running_mean')) and 'conv' not in key:
+            value.normal_(0.0, 0.1)
+    return state_dict
+
+
+@pytest.fixture(scope='module')
+def stand_in_checkpoints(tmp_path_factory) -> dict:
+    """URL -> a local file with the same keys and shapes as the download
+    (mmengine's layout: ``state_dict`` and ``meta``)."""
+    init_default_scope('mmpretrain')
+    files = {}
+    for url, model_cfg in CHECKPOINT_MODELS.items():
+        state_dict = stand_in_state_dict(model_cfg)
+        path = tmp_path_factory.mktemp('checkpoints') / osp.basename(url)
+        torch.save(dict(meta=dict(), state_dict=state_dict), path)
+        files[url] = (str(path), state_dict)
+    return files
+
+
+def component(name: str) -> str:
+    """The part of the model a parameter belongs to: 'backbone', 'sppn_head',
+    'teacher.neck', ..."""
+    parts = name.split('.')
+    return '.'.join(parts[:2]) if parts[0] == 'teacher' else parts[0]
+
+
+def pretrained_inits(cfg, path: str = '') -> list:
+    """(module path in the model, init_cfg) of every Pretrained init_cfg."""
+    found = []
     if isinstance(cfg, dict):
-        if isinstance(cfg.get('init_cfg'), dict) and cfg['init_cfg'].get('type') == 'Pretrained':
-            cfg['init_cfg'] = None
-        for value in cfg.values():
-            drop_pretrained(value)
-    elif isinstance(cfg, list):
-        for value in cfg:
-            drop_pretrained(value)
+        init_cfg = cfg.get('init_cfg')
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            found.append((path, init_cfg))
+        for key, value in cfg.items():
+            if key != 'init_cfg':
+                found += pretrained_inits(value, f'{path}.{key}' if path else key)
+    return found
+
+
+def module_at(model: torch.nn.Module, path: str) -> torch.nn.Module:
+    for name in path.split('.'):
+        model = getattr(model, name)
+    return model
+
+
+def check_pretrained_loaded(model: torch.nn.Module, path: str, prefix: str,
+                            checkpoint: dict) -> None:
+    """Every tensor of the module equals the checkpoint's entry under
+    ``prefix``; a stem widened to more input channels has zeros there."""
+    module_state = module_at(model, path).state_dict()
+    prefix = prefix.rstrip('.') + '.'
+    expected = {key[len(prefix):]: value for key, value in checkpoint.items()
+                if key.startswith(prefix)}
+    assert expected, f'prefix {prefix!r} matches no checkpoint key'
+    missing = sorted(set(module_state) - set(expected))
+    assert missing == [], f'{path}: parameters the checkpoint does not set'
+    for key, value in module_state.items():
+        if key == 'conv1.weight' and value.shape[1] > expected[key].shape[1]:
+            channels = expected[key].shape[1]
+            assert torch.equal(value[:, :channels], expected[key]), f'{path}.{key}'
+            assert not value[:, channels:].any(), f'{path}.{key}: widened channels'
+        else:
+            assert torch.equal(value, expected[key]), f'{path}.{key}'
 
 
 FULL_SIZE = {'ablation/r50_sppn_cub.py', 'ablation/r50_sppn_lhm_cub.py', 'daf_r50_cub.py'}
@@ -71,16 +167,28 @@ def test_all_expected_configs_exist():
 
 
 @pytest.mark.parametrize('name', CONFIGS)
-def test_config_trains_one_step_and_predicts(name):
+def test_config_trains_one_step_and_predicts(name, stand_in_checkpoints):
     torch.manual_seed(0)
     cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', name))
     init_default_scope(cfg.default_scope)
-    drop_pretrained(cfg.model)
+    # The download URLs are replaced by the local stand-ins; the prefixes are
+    # the configs' own.
+    inits = pretrained_inits(cfg.model)
+    stand_in_states = []
+    for _, init_cfg in inits:
+        assert init_cfg.checkpoint in stand_in_checkpoints, (
+            f'no stand-in for {init_cfg.checkpoint}: add the model it holds to '
+            'CHECKPOINT_MODELS')
+        file, state_dict = stand_in_checkpoints[init_cfg.checkpoint]
+        init_cfg.checkpoint = file
+        stand_in_states.append(state_dict)
     cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
     model = MODELS.build(cfg.model)
     # The configs' own init (zero-init residuals, SPPN's small normal): without
     # it a random R50 in eval mode can overflow on the noised part images.
-    model.init_weights()
+    init_weights_quietly(model)
+    for (path, init_cfg), state_dict in zip(inits, stand_in_states):
+        check_pretrained_loaded(model, path, init_cfg.prefix, state_dict)
     num_classes = cfg.data_preprocessor.num_classes
 
     size = input_size(name, cfg)
@@ -91,9 +199,23 @@ def test_config_trains_one_step_and_predicts(name):
     optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
 
     model.train()
+    params = dict(model.named_parameters())
+    before = {key: value.detach().clone() for key, value in params.items()}
+    grads = {}
+    optim_wrapper.optimizer.register_step_pre_hook(lambda *args: grads.update(
+        {key: value.grad.clone() for key, value in params.items()
+         if value.grad is not None}))
     log_vars = model.train_step(data, optim_wrapper)
     assert expected_losses(cfg.model) <= set(log_vars), sorted(log_vars)
     assert all(math.isfinite(float(v)) for v in log_vars.values()), log_vars
+    # The step is plain SGD: every parameter moved by -lr * its gradient, and
+    # every part of the model got a non-zero gradient.
+    assert sorted(grads) == sorted(params), 'parameters without gradient'
+    for key, value in params.items():
+        assert torch.allclose(value, before[key] - 0.01 * grads[key], atol=1e-6), key
+    moved = {component(key) for key, value in params.items()
+             if not torch.equal(value, before[key])}
+    assert moved == {component(key) for key in params}
 
     model.eval()
     with torch.no_grad():

@@ -1,5 +1,6 @@
 """DAFClassifier: parts switched by config, losses, gradients, predictions."""
 import copy
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -8,6 +9,9 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+
+from mmdaf.models.classifiers.daf_classifier import StudentOutput
+from mmdaf.models.utils.part_images import boxes_to_pixel_masks
 
 NUM_CLASSES = 4
 SIZE = 64
@@ -103,19 +107,37 @@ def test_student_parts_are_trained_through_the_sppn_losses():
 
 def test_predict_returns_fused_scores_and_what_the_model_looked_at():
     model = build().eval()
+    fc = model.fusion_head.fc
+    with torch.no_grad():  # fusion weights that are not the average
+        generator = torch.Generator().manual_seed(1)
+        fc.weight.copy_(torch.randn(fc.weight.shape, generator=generator))
+        fc.bias.copy_(torch.randn(fc.bias.shape, generator=generator))
     data = batch()
     with torch.no_grad():
         samples = model(**data, mode='predict')
         logits = model(data['inputs'], mode='tensor')
+        # the two streams, computed one by one
+        student = model.run_student(data['inputs'])
+        teacher_input, saliency = model.teacher_input(data['inputs'], student)
+        teacher_logits = model.teacher(teacher_input, saliency).logits
+    # the fusion layer by hand: [z_s, z_t] W^T + b
+    fused = torch.cat([student.logits, teacher_logits], dim=1) @ fc.weight.T + fc.bias
+    assert torch.allclose(logits, fused, atol=1e-5)
     num_parts = model.sppn_head.num_parts
-    assert logits.shape == (2, NUM_CLASSES)
     for index, sample in enumerate(samples):
-        assert torch.allclose(sample.pred_score, logits[index].softmax(0), atol=1e-6)
-        assert sample.pred_label.item() == int(logits[index].argmax())
-        assert sample.student_score.shape == (NUM_CLASSES, )
-        assert sample.teacher_score.shape == (NUM_CLASSES, )
+        assert torch.allclose(sample.pred_score, fused[index].softmax(0), atol=1e-6)
+        assert sample.pred_label.item() == int(fused[index].argmax())
+        assert torch.allclose(sample.student_score, student.logits[index].softmax(0),
+                              atol=1e-6)
+        assert torch.allclose(sample.teacher_score, teacher_logits[index].softmax(0),
+                              atol=1e-6)
+        # the fused prediction is neither stream
+        assert (sample.pred_score - sample.student_score).abs().max() > 1e-3
+        assert (sample.pred_score - sample.teacher_score).abs().max() > 1e-3
+        assert torch.equal(sample.part_boxes, student.boxes[index])
+        assert torch.equal(sample.part_scores, student.box_scores[index])
         assert sample.part_boxes.shape == (num_parts, 4)
-        assert sample.part_scores.shape == (num_parts, )
+        assert torch.equal(sample.heatmap, student.heatmap[index])
         assert sample.heatmap.shape == (1, SIZE // 8, SIZE // 8)
         assert float(sample.heatmap.min()) >= 0 and float(sample.heatmap.max()) <= 1
 
@@ -130,18 +152,130 @@ def test_fused_score_starts_as_the_average_of_student_and_teacher():
     assert torch.allclose(logits, average, atol=1e-5)
 
 
+def hand_student_output(heatmap, boxes) -> StudentOutput:
+    """A StudentOutput with a known heatmap and known boxes (batch of 2)."""
+    return StudentOutput(feats=(), logits=torch.zeros(2, NUM_CLASSES), heatmap=heatmap,
+                         object_mask=None, object_area=torch.full((2, ), SIZE**2 / 2),
+                         boxes=boxes, box_scores=None)
+
+
 def test_teacher_input_has_heatmap_and_box_mask_channels():
     model = build().eval()
     inputs = batch()['inputs']
-    with torch.no_grad():
-        student = model.run_student(inputs)
-        teacher_input, saliency = model.teacher_input(inputs, student)
+    # Heatmap on the stride-8 grid (8 x 8): image 0 a ramp along x, column j
+    # is j / 7; image 1 a constant 0.25.
+    heatmap = torch.zeros(2, 1, 8, 8)
+    heatmap[0, 0] = torch.arange(8.0) / 7
+    heatmap[1, 0] = 0.25
+    # Pixel (y, x) is in box (x1, y1, x2, y2) when (x + 0.5, y + 0.5) lies in
+    # [x1, x2) x [y1, y2); the last box of image 1 has no area.
+    boxes = torch.tensor([[[8.4, 16.0, 24.6, 40.0], [40.0, 40.0, 48.0, 44.0]],
+                          [[0.0, 0.0, 64.0, 8.0], [30.0, 30.0, 30.0, 50.0]]])
+    teacher_input, saliency = model.teacher_input(inputs, hand_student_output(heatmap, boxes))
     assert teacher_input.shape == (2, 5, SIZE, SIZE)
     assert torch.equal(teacher_input[:, :3], inputs)
-    assert torch.equal(teacher_input[:, 4:], saliency)
-    x1, y1, x2, y2 = student.boxes[0, 0].round().int().tolist()
-    if x2 > x1 + 1 and y2 > y1 + 1:
-        assert saliency[0, 0, (y1 + y2) // 2, (x1 + x2) // 2] == 1
+
+    # Bilinear upsampling x8 (align_corners=False): output column x reads the
+    # input at (x + 0.5) / 8 - 0.5, clamped to [0, 7]; on a ramp that is the
+    # position / 7.
+    positions = ((torch.arange(SIZE) + 0.5) / 8 - 0.5).clamp(0, 7)
+    expected_heat = torch.empty(2, SIZE, SIZE)
+    expected_heat[0] = (positions / 7).expand(SIZE, SIZE)
+    expected_heat[1] = 0.25
+    assert torch.allclose(teacher_input[:, 3], expected_heat, atol=1e-6)
+
+    expected_mask = torch.zeros(2, SIZE, SIZE)
+    expected_mask[0, 16:40, 8:25] = 1  # x: 8.5 >= 8.4 and 24.5 < 24.6
+    expected_mask[0, 40:44, 40:48] = 1
+    expected_mask[1, 0:8, :] = 1
+    assert torch.equal(teacher_input[:, 4], expected_mask)
+    assert torch.equal(saliency, expected_mask[:, None])
+
+    # Without the location heatmap or without SPPN the channel is all ones.
+    teacher_input, saliency = model.teacher_input(inputs, hand_student_output(None, None))
+    assert torch.equal(teacher_input[:, 3:], torch.ones(2, 2, SIZE, SIZE))
+    assert torch.equal(saliency, torch.ones(2, 1, SIZE, SIZE))
+
+
+def test_saliency_mask_changes_the_teacher_logits_through_the_neck():
+    model = build().eval()
+    # As after loading 3-channel ImageNet weights: the teacher backbone does
+    # not look at the heatmap and mask channels, so only the PAF neck can.
+    with torch.no_grad():
+        model.teacher.backbone.conv1.weight[:, 3:] = 0
+    inputs = batch()['inputs']
+    num_parts = model.sppn_head.num_parts
+
+    def teacher_logits(box: list) -> torch.Tensor:
+        boxes = torch.tensor(box).expand(2, num_parts, 4).clone()
+        with patch.object(model.sppn_head, 'propose',
+                          return_value=(boxes, torch.zeros(2, num_parts))):
+            with torch.no_grad():
+                _, extras = model.predict_logits(inputs)
+        return extras['teacher_logits']
+
+    top_left = teacher_logits([0.0, 0.0, 32.0, 32.0])
+    bottom_right = teacher_logits([32.0, 32.0, 64.0, 64.0])
+    assert (top_left - bottom_right).abs().max() > 1e-4
+    # the same two masks with the part attention filter switched off
+    model.teacher.neck.use_attention = False
+    assert torch.allclose(teacher_logits([0.0, 0.0, 32.0, 32.0]),
+                          teacher_logits([32.0, 32.0, 64.0, 64.0]), atol=1e-6)
+
+
+def test_part_cross_entropies_follow_the_labels_of_their_images():
+    # eval mode: BatchNorm uses running statistics, so one part image can be
+    # re-run alone and give the same logits as in the batched pass.
+    model = build(teacher=None, distill=None, fusion_head=None).eval()
+    labels = [2, 0, 3]
+    torch.manual_seed(0)
+    inputs = torch.randn(3, 3, SIZE, SIZE)
+    samples = [DataSample().set_gt_label(label) for label in labels]
+    captured = {}
+    model.backbone.register_forward_hook(
+        lambda module, args, output: captured.setdefault('backbone_inputs', []).append(
+            args[0].detach()))
+    sppn_loss = model.sppn_head.loss
+
+    def record_loss(boxes, scores, part_ce, object_area):
+        captured.update(boxes=boxes.detach(), part_ce=part_ce.detach())
+        return sppn_loss(boxes, scores, part_ce, object_area)
+
+    with patch.object(model.sppn_head, 'loss', side_effect=record_loss):
+        with torch.no_grad():
+            model(inputs, samples, mode='loss')
+    part_images = captured['backbone_inputs'][1]
+    num_parts = model.sppn_head.num_parts
+    assert part_images.shape == (3 * num_parts, 3, SIZE, SIZE)
+    pixel_masks = boxes_to_pixel_masks(captured['boxes'], (SIZE, SIZE))
+    expected_ce = torch.empty(3, num_parts)
+    with torch.no_grad():
+        for image in range(3):
+            for part in range(num_parts):
+                part_image = part_images[image * num_parts + part]
+                # part image b * N + n keeps image b's pixels inside box n
+                inside = pixel_masks[image, part]
+                assert inside.any()
+                assert torch.equal(part_image[:, inside], inputs[image][:, inside])
+                logits = model.student_logits(model.backbone(part_image[None]))[0]
+                expected_ce[image, part] = -logits.log_softmax(0)[labels[image]]
+    assert torch.allclose(captured['part_ce'], expected_ce, atol=1e-4)
+
+
+def test_fusion_layer_receives_gradient_in_the_full_model():
+    model = build()
+    losses = model(**batch(), mode='loss')
+    total, _ = model.parse_losses(losses)
+    total.backward()
+    weight_grad = model.fusion_head.fc.weight.grad.clone()
+    bias_grad = model.fusion_head.fc.bias.grad.clone()
+    assert weight_grad.abs().sum() > 0 and torch.isfinite(weight_grad).all()
+    # only loss_csf reaches the fusion layer, and all of it does
+    model.zero_grad()
+    losses = model(**batch(), mode='loss')
+    losses['loss_csf'].backward()
+    assert torch.allclose(model.fusion_head.fc.weight.grad, weight_grad, atol=1e-6)
+    assert torch.allclose(model.fusion_head.fc.bias.grad, bias_grad, atol=1e-6)
 
 
 @pytest.mark.parametrize('overrides, message', [

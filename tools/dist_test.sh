@@ -5,7 +5,8 @@
 #
 # Rank 0 prints the metrics as one JSON line at the end, as tools/test.py does.
 # Environment: NNODES, NODE_RANK, MASTER_ADDR, PORT (defaults 1 / 0 /
-# 127.0.0.1 / 29500) and PYTHON (default: python, else python3), as in dist_train.sh.
+# 127.0.0.1 / 29500) and PYTHON (default: an activated environment, else the
+# repository's .venv, else python on PATH), as in dist_train.sh.
 set -euo pipefail
 
 if [[ $# -lt 3 ]]; then
@@ -19,10 +20,13 @@ NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
 PORT=${PORT:-29500}
 MASTER_ADDR=${MASTER_ADDR:-127.0.0.1}
-PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 TOOLS_DIR=$(dirname "$0")
+REPO_ROOT=$(CDPATH= cd -- "$TOOLS_DIR/.." && pwd)
+# shellcheck source=misc/find_python.sh
+source "$TOOLS_DIR/misc/find_python.sh"
+find_python "$REPO_ROOT" dist_test.sh
 
-PYTHONPATH="$TOOLS_DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
+PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" \
 "$PYTHON" -m torch.distributed.run \
     --nnodes="$NNODES" \
     --node_rank="$NODE_RANK" \

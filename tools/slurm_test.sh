@@ -4,7 +4,10 @@
 #   [GPUS=8] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS=...] \
 #       tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args...]
 #
-# PYTHON picks the interpreter (default: python, else python3).
+# The interpreter: PYTHON if set, else an activated virtualenv/conda
+# environment, else the repository's .venv (from `make install`), else python
+# on PATH (tools/misc/find_python.sh). It must exist at the same path on the
+# compute nodes (a shared file system).
 set -euxo pipefail
 
 if [[ $# -lt 4 ]]; then
@@ -19,11 +22,14 @@ GPUS=${GPUS:-8}
 GPUS_PER_NODE=${GPUS_PER_NODE:-8}
 CPUS_PER_TASK=${CPUS_PER_TASK:-5}
 SRUN_ARGS=${SRUN_ARGS:-""}
-PYTHON=${PYTHON:-$(command -v python || command -v python3)}
 TOOLS_DIR=$(dirname "$0")
+REPO_ROOT=$(CDPATH= cd -- "$TOOLS_DIR/.." && pwd)
+# shellcheck source=misc/find_python.sh
+source "$TOOLS_DIR/misc/find_python.sh"
+find_python "$REPO_ROOT" slurm_test.sh
 
 # shellcheck disable=SC2086
-PYTHONPATH="$TOOLS_DIR/..${PYTHONPATH:+:$PYTHONPATH}" \
+PYTHONPATH="$REPO_ROOT${PYTHONPATH:+:$PYTHONPATH}" \
 srun -p "$PARTITION" \
     --job-name="$JOB_NAME" \
     --gres=gpu:"$GPUS_PER_NODE" \

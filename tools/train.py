@@ -7,6 +7,7 @@ Usage:
 import argparse
 import os
 import os.path as osp
+from typing import List, Optional
 
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
@@ -17,7 +18,8 @@ from mmdaf.engine import setup_cpu_distributed
 from mmdaf.utils import register_checkpoint_loader
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    """Parse the command line (``argv``, default ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(description='Train a DAF-net (or mmpretrain) model')
     parser.add_argument('config', help='train config file path')
     parser.add_argument('--work-dir', help='the dir to save logs and checkpoints')
@@ -62,7 +64,7 @@ def parse_args() -> argparse.Namespace:
         help='UNSAFE: load checkpoints with weights_only=False for this run, i.e. '
         'unpickle any object they hold (only for files from a trusted source)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -111,18 +113,25 @@ def merge_args(cfg: Config, args: argparse.Namespace) -> Config:
     return cfg
 
 
-def main() -> None:
-    args = parse_args()
-    cfg = Config.fromfile(args.config)
-    cfg = merge_args(cfg, args)
-    if args.trust_checkpoint:
-        register_checkpoint_loader(trust_checkpoint=True)
+def load_config(args: argparse.Namespace) -> Config:
+    """The config file with the command line flags applied."""
+    return merge_args(Config.fromfile(args.config), args)
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The Runner that ``main`` trains: dataset checks, CPU DDP setup, Runner."""
     # Wrong dataset roots fail here, naming the path and the expected layout.
     check_config_datasets(cfg, loader_names=('train_dataloader', 'val_dataloader'))
     # Without CUDA, a distributed launch runs on gloo with a CPU-aware DDP.
     setup_cpu_distributed(cfg)
-    runner = Runner.from_cfg(cfg)
-    runner.train()
+    return Runner.from_cfg(cfg)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    args = parse_args(argv)
+    if args.trust_checkpoint:
+        register_checkpoint_loader(trust_checkpoint=True)
+    build_runner(load_config(args)).train()
 
 
 if __name__ == '__main__':

@@ -15,10 +15,13 @@ default_hooks = dict(
 )
 
 # Stop before training on a num_classes/dataset mismatch; stop on a NaN/Inf loss
-# before it reaches the weights (skip_nonfinite=True skips such updates instead).
+# before it reaches the weights (skip_nonfinite=True skips such updates instead);
+# log the total batch (processes x batch_size) and the lr in use at the start,
+# with a warning when the total batch is not auto_scale_lr.base_batch_size.
 custom_hooks = [
     dict(type='NumClassesCheckHook'),
     dict(type='FiniteLossHook', skip_nonfinite=False),
+    dict(type='EffectiveBatchHook'),
 ]
 
 env_cfg = dict(

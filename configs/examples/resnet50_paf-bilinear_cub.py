@@ -15,7 +15,10 @@ custom_imports = dict(imports=['mmdaf'], allow_failed_imports=False)
 model = dict(
     type='ImageClassifier',
     backbone=dict(type='ResNet', depth=50, out_indices=(3, )),
+    # use_attention=False: ImageClassifier passes no saliency mask, so the
+    # part attention filter would never run and its unused parameters would
+    # stop DistributedDataParallel (without find_unused_parameters).
     neck=dict(type='PAFBilinearNeck', in_channels=2048, reduced_channels=512, num_groups=16,
-              output_scale=16.0),
+              use_attention=False, output_scale=16.0),
     head=dict(type='LinearClsHead', num_classes=200, in_channels=16384, topk=(1, )),
 )

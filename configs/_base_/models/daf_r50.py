@@ -6,9 +6,12 @@ pretrained = ('https://download.openmmlab.com/mmclassification/v0/resnet/'
 
 model = dict(
     type='DAFClassifier',
-    # Student: C3, C4, C5 feed the location heatmap and the FPN.
+    # Student: C3, C4, C5 feed the location heatmap and the FPN. mmpretrain's
+    # ResNet with non-reentrant activation checkpointing: the student runs
+    # twice per step (images, part images), which DDP refuses with ResNet's
+    # reentrant checkpointing when with_cp=True.
     backbone=dict(
-        type='ResNet',
+        type='NonReentrantCPResNet',
         depth=50,
         out_indices=(1, 2, 3),
         style='pytorch',

@@ -14,9 +14,10 @@ import torch
 from mmengine.logging import print_log
 from mmengine.model import initialize
 from mmengine.runner import CheckpointLoader
-from mmpretrain.models.backbones import ResNet
 from mmpretrain.registry import MODELS
 from torch import Tensor
+
+from .non_reentrant_cp_resnet import NonReentrantCPResNet
 
 
 def expand_input_conv_weight(weight: Tensor, in_channels: int) -> Tensor:
@@ -93,8 +94,12 @@ def load_pretrained_state_dict(checkpoint: str,
 
 
 @MODELS.register_module()
-class ExpandedInputResNet(ResNet):
+class ExpandedInputResNet(NonReentrantCPResNet):
     """mmpretrain ResNet whose stem takes ``in_channels`` (default 5) inputs.
+
+    ``with_cp=True`` uses non-reentrant activation checkpointing (see
+    :class:`NonReentrantCPResNet`), so the teacher can be checkpointed under
+    DistributedDataParallel.
 
     With ``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)``
     the checkpoint is loaded by :meth:`init_weights` itself: if its first stem
@@ -111,7 +116,8 @@ class ExpandedInputResNet(ResNet):
         depth (int): ResNet depth, one of 18, 34, 50, 101, 152.
         in_channels (int): Input channels. Defaults to 5 (RGB + location
             heatmap + part saliency mask).
-        **kwargs: Other :class:`mmpretrain.models.ResNet` arguments.
+        **kwargs: Other :class:`mmpretrain.models.ResNet` arguments,
+            ``with_cp`` included.
     """
 
     def __init__(self, depth: int, in_channels: int = 5, **kwargs):

@@ -15,6 +15,8 @@ from mmpretrain.registry import MODELS
 from torch import Tensor
 
 FILTER_MODES = ('highlight', 'gate')
+# Channel maps with an L2 norm at most this are dead in the grouping loss.
+DEAD_MAP_NORM = 1e-6
 
 
 def resize_mask(mask: Tensor, size: Tuple[int, int]) -> Tensor:
@@ -40,6 +42,16 @@ def resize_mask(mask: Tensor, size: Tuple[int, int]) -> Tensor:
     return F.interpolate(mask, size=size, mode='bilinear', align_corners=False)
 
 
+def _autocast_off(tensor: Tensor):
+    """A context in which ``tensor``'s device type runs without autocast.
+
+    Inside it, ops on float32 tensors stay float32 even when the caller runs
+    under ``torch.autocast`` (which would otherwise cast a matmul back to
+    fp16/bf16).
+    """
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 def group_bilinear_pool(features: Tensor, num_groups: int,
                         eps: float = 1e-12) -> Tensor:
     """Group bilinear pooling with signed square root and L2 normalisation.
@@ -51,35 +63,49 @@ def group_bilinear_pool(features: Tensor, num_groups: int,
     inside a group), then ``sign(v) * sqrt(|v| + eps)`` and L2 normalisation
     over the whole vector are applied.
 
+    Everything is computed in float32, with autocast switched off, whatever
+    the input dtype: in fp16 ``eps`` rounds to 0, so an exactly zero entry
+    (a dead channel, two channels that never fire together) would give
+    ``sqrt(0)`` and a NaN gradient, an all-zero row a 0/0 in the
+    normalisation, and a sum over h*w products can exceed fp16's range. The
+    pooled matrices are small (B x C x c_g), so this costs little. The result
+    is cast back to the input dtype (its entries lie in [-1, 1]).
+
     Args:
-        features (Tensor): Feature map of shape (B, C, h, w).
+        features (Tensor): Feature map of shape (B, C, h, w), any float dtype.
         num_groups (int): Number of groups G; must divide C.
         eps (float): Added under the square root so that its gradient stays
             finite at zero. Defaults to 1e-12.
 
     Returns:
-        Tensor: Shape (B, G * c_g**2) = (B, C**2 // G), unit L2 norm per row
-        (a zero row stays zero).
+        Tensor: Shape (B, G * c_g**2) = (B, C**2 // G), dtype of
+        ``features``, unit L2 norm per row (a zero row stays zero).
     """
     batch_size, channels, height, width = features.shape
     if channels % num_groups != 0:
         raise ValueError(f'num_groups={num_groups} must divide the number of '
                          f'channels {channels}')
     group_channels = channels // num_groups
-    grouped = features.reshape(batch_size, num_groups, group_channels,
-                               height * width)
-    bilinear = torch.matmul(grouped, grouped.transpose(-1, -2))
-    bilinear = bilinear.reshape(batch_size, -1) / (height * width)
-    signed_sqrt = torch.sign(bilinear) * torch.sqrt(bilinear.abs() + eps)
-    return F.normalize(signed_sqrt, p=2, dim=1)
+    with _autocast_off(features):
+        grouped = features.float().reshape(batch_size, num_groups,
+                                           group_channels, height * width)
+        bilinear = torch.matmul(grouped, grouped.transpose(-1, -2))
+        bilinear = bilinear.reshape(batch_size, -1) / (height * width)
+        signed_sqrt = torch.sign(bilinear) * torch.sqrt(bilinear.abs() + eps)
+        pooled = F.normalize(signed_sqrt, p=2, dim=1)
+    return pooled.to(features.dtype)
 
 
 def semantic_grouping_loss(features: Tensor, num_groups: int) -> Tensor:
     """DBT-style semantic grouping constraint, bounded in [0, 2].
 
     Each channel map is flattened to a vector over the h*w positions and L2
-    normalised (an all-zero map stays zero); ``d_ij`` is the cosine
-    correlation of channels i and j. Channel c belongs to group
+    normalised; ``d_ij`` is the cosine correlation of channels i and j. A map
+    whose L2 norm is at most ``DEAD_MAP_NORM`` (1e-6, our choice) counts as a
+    dead channel: its normalised map is 0 (correlation 0 with every channel)
+    and it gets no gradient. The gradient of ``x / ||x||`` grows as
+    ``1 / ||x||``; with ``F.normalize``'s floor of 1e-12 an all-zero map
+    received about 1e12 times the upstream gradient (inf in fp16). Channel c belongs to group
     ``c // (C // G)``. With intra pairs = ordered pairs (i, j), i != j, of
     the same group and inter pairs = pairs of different groups::
 
@@ -92,19 +118,29 @@ def semantic_grouping_loss(features: Tensor, num_groups: int) -> Tensor:
     that term is 0; with one group there are no inter pairs and that term
     is 0.
 
+    Computed in float32 with autocast off, as :func:`group_bilinear_pool`
+    (fp16 cannot hold the small norms, nor sums over many positions).
+
     Args:
-        features (Tensor): Channel maps of shape (B, C, h, w).
+        features (Tensor): Channel maps of shape (B, C, h, w), any float dtype.
         num_groups (int): Number of groups G; must divide C.
 
     Returns:
-        Tensor: Scalar loss.
+        Tensor: Scalar float32 loss.
     """
     batch_size, channels = features.shape[:2]
     if channels % num_groups != 0:
         raise ValueError(f'num_groups={num_groups} must divide the number of '
                          f'channels {channels}')
-    channel_maps = F.normalize(features.reshape(batch_size, channels, -1), dim=2)
-    correlation = torch.matmul(channel_maps, channel_maps.transpose(1, 2))
+    with _autocast_off(features):
+        maps = features.float().reshape(batch_size, channels, -1)
+        norms = maps.norm(dim=2, keepdim=True)
+        alive = norms > DEAD_MAP_NORM
+        # A dead map is 0 and gets no gradient (torch.where sends none to
+        # the unselected branch), instead of F.normalize's 1 / 1e-12.
+        channel_maps = torch.where(alive, maps / norms.clamp_min(DEAD_MAP_NORM),
+                                   torch.zeros_like(maps))
+        correlation = torch.matmul(channel_maps, channel_maps.transpose(1, 2))
 
     group_index = torch.arange(channels, device=features.device) // (
         channels // num_groups)

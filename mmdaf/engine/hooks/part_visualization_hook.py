@@ -10,7 +10,7 @@ from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 from mmengine.runner import BaseLoop, IterBasedTrainLoop
 
-from ..apis.part_drawing import DEFAULT_MIN_SIDE, draw_parts
+from ...apis.part_drawing import DEFAULT_MIN_SIDE, draw_parts
 
 
 def _input_to_rgb(image: torch.Tensor) -> np.ndarray:
