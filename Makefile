@@ -6,7 +6,7 @@ DATA_ROOT ?= data/synthetic_fgvc
 DEMO_CONFIG ?= configs/daf_r18_synthetic.py
 DEMO_WORK_DIR ?= work_dirs/demo
 # The synthetic set the demo trains on (a CUB_200_2011 root).
-SYNTH_ARGS ?= --num-classes 10 --train-per-class 40 --test-per-class 10 --img-size 64 --part-scale 1.6 --seed 0
+SYNTH_ARGS ?= --num-classes 10 --train-per-class 100 --test-per-class 20 --img-size 64 --part-scale 1.6 --seed 0
 PYTEST_ARGS ?=
 
 .PHONY: install demo data pretrained test lint clean-demo

@@ -359,8 +359,6 @@ class DAFSteps:
         with torch.no_grad(), self.autocast():
             self.student = model.run_student(self.inputs)
             if model.with_sppn:
-                side = max(self.height, self.width)
-                self.blur_sigma = model.part_image_cfg['blur_sigma_ratio'] * side
                 self.part_imgs = self._compose_part_images()
                 part_logits = model.student_logits(model.backbone(self.part_imgs))
                 self.part_logits = part_logits.view(self.inputs.shape[0], -1,
@@ -372,16 +370,8 @@ class DAFSteps:
                 self.teacher_logits = model.teacher(self.teacher_in, self.saliency).logits
 
     def _compose_part_images(self) -> torch.Tensor:
-        # The two steps of DAFClassifier.part_logits before its backbone pass.
-        from mmdaf.models.utils.part_images import make_part_images
-        model = self.model
-        part_imgs = make_part_images(self.inputs, self.student.boxes.detach(),
-                                     blur_sigma=self.blur_sigma,
-                                     noise_std=model.part_image_cfg['noise_std'])
-        if model.part_image_cfg['scale'] != 1.0:
-            part_imgs = F.interpolate(part_imgs, scale_factor=model.part_image_cfg['scale'],
-                                      mode='bilinear', align_corners=False)
-        return part_imgs
+        # What DAFClassifier.part_logits does before its backbone pass.
+        return self.model.part_image_generator(self.inputs, self.student.boxes)
 
     # -- stages --------------------------------------------------------------
     def stages(self) -> Dict[str, Callable[[], None]]:
@@ -576,7 +566,7 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
     steps = DAFSteps(model, inputs, labels, samples, device, amp)
 
     num_parts = model.sppn_head.num_parts if model.with_sppn else 0
-    part_scale = float(model.part_image_cfg['scale'])
+    part_scale = float(model.part_image_generator.scale)
 
     train_fns = {'backbone_train': steps.backbone_train, 'daf_train': steps.daf_train}
     if model.with_sppn:

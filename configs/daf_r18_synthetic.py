@@ -7,3 +7,12 @@ _base_ = [
 ]
 
 default_hooks = dict(logger=dict(interval=10))
+
+# The part losses ramp in over the first 2 epochs, while the student leaves
+# chance and the part images' cross entropies start to mean something.
+custom_hooks = [
+    dict(type='NumClassesCheckHook'),
+    dict(type='FiniteLossHook', skip_nonfinite=False),
+    dict(type='EffectiveBatchHook'),
+    dict(type='PartLossWarmupHook', warmup_epochs=2),
+]

@@ -25,3 +25,14 @@ def tiny_cub_root(tmp_path_factory) -> str:
 
 def config_path(*parts: str) -> str:
     return osp.join(REPO_ROOT, 'configs', *parts)
+
+
+def drop_synthetic_pretrained(model_cfg) -> None:
+    """Train from random weights: remove the Pretrained init of the synthetic
+    configs (``tools/misc/pretrain_synthetic.py`` makes that checkpoint; a
+    clean checkout has none), in the student and, if any, the teacher."""
+    model_cfg['backbone']['init_cfg'] = None
+    teacher = model_cfg.get('teacher')
+    if teacher is not None:
+        teacher['backbone']['init_cfg'] = None
+

@@ -294,3 +294,18 @@ def test_paf_neck_output_scale_multiplies_the_unit_norm_vector():
     torch.testing.assert_close(scaled_out, 16.0 * plain_out)
     with pytest.raises(ValueError, match='output_scale must be > 0, got 0'):
         MODELS.build(dict(type='PAFBilinearNeck', in_channels=8, output_scale=0))
+
+
+def test_other_boxes_blur_makes_part_images_differ_only_in_the_kept_box():
+    from mmdaf.models.utils.part_images import gaussian_blur, make_part_images
+    imgs = torch.randn(1, 3, 16, 16)
+    boxes = torch.tensor([[[0., 0., 8., 8.], [8., 8., 16., 16.]]])
+    parts = make_part_images(imgs, boxes, blur_sigma=1.0, other_boxes='blur')
+    blurred = gaussian_blur(imgs, 1.0)
+    # Part image 0: box 0 sharp, box 1 blurred like the rest; and vice versa.
+    torch.testing.assert_close(parts[0, :, :8, :8], imgs[0, :, :8, :8])
+    torch.testing.assert_close(parts[0, :, 8:, 8:], blurred[0, :, 8:, 8:])
+    torch.testing.assert_close(parts[1, :, 8:, 8:], imgs[0, :, 8:, 8:])
+    torch.testing.assert_close(parts[1, :, :8, :8], blurred[0, :, :8, :8])
+    with pytest.raises(ValueError, match="other_boxes must be one of .*got 'zero'"):
+        make_part_images(imgs, boxes, blur_sigma=1.0, other_boxes='zero')

@@ -82,8 +82,8 @@ def write_daf_config(tmp_path, val_dump: str) -> str:
     path = tmp_path / 'daf_r18_4cls.py'
     path.write_text(
         f"_base_ = [{config_path('daf_r18_synthetic.py')!r}]\n"
-        "model = dict(head=dict(num_classes=4),\n"
-        "             teacher=dict(head=dict(num_classes=4)),\n"
+        "model = dict(head=dict(num_classes=4), backbone=dict(init_cfg=None),\n"
+        "             teacher=dict(head=dict(num_classes=4), backbone=dict(init_cfg=None)),\n"
         "             fusion_head=dict(num_classes=4))\n"
         "val_evaluator = [dict(type='Accuracy', topk=(1, )),\n"
         "                 dict(type='StreamAccuracy'),\n"
@@ -119,7 +119,8 @@ def train_two_processes(config: str, options: List[str], work_dir: str) -> str:
 def test_baseline_two_process_train_then_test_matches_one_process(tiny_cub_root,
                                                                   tmp_path):
     config = config_path('ablation', 'r18_baseline_synthetic.py')
-    options = tiny_options(tiny_cub_root) + ['model.head.num_classes=4']
+    options = tiny_options(tiny_cub_root) + ['model.head.num_classes=4',
+                                             'model.backbone.init_cfg=None']
     work_dir = str(tmp_path / 'work')
     train_two_processes(config, options, work_dir)
     checkpoint = osp.join(work_dir, 'epoch_1.pth')

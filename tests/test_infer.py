@@ -26,8 +26,8 @@ def write_tiny_config(tmp_path) -> str:
     path = tmp_path / 'daf_r18_4cls.py'
     path.write_text(
         f"_base_ = [{config_path('daf_r18_synthetic.py')!r}]\n"
-        "model = dict(head=dict(num_classes=4),\n"
-        "             teacher=dict(head=dict(num_classes=4)),\n"
+        "model = dict(head=dict(num_classes=4), backbone=dict(init_cfg=None),\n"
+        "             teacher=dict(head=dict(num_classes=4), backbone=dict(init_cfg=None)),\n"
         "             fusion_head=dict(num_classes=4))\n"
         "data_preprocessor = dict(num_classes=4)\n")
     return str(path)

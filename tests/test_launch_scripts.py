@@ -105,7 +105,8 @@ def test_dist_train_uses_the_repository_venv_and_trains_with_cp(tmp_path):
                'default_hooks.logger.interval=1', 'data_preprocessor.num_classes=4',
                'model.head.num_classes=4', 'model.teacher.head.num_classes=4',
                'model.fusion_head.num_classes=4', 'model.backbone.with_cp=True',
-               'model.teacher.backbone.with_cp=True']
+               'model.teacher.backbone.with_cp=True', 'model.backbone.init_cfg=None',
+               'model.teacher.backbone.init_cfg=None']
     work_dir = tmp_path / 'work'
     env = plain_shell_env(tmp_path, PORT=str(free_port()))
     result = run(['bash', 'tools/dist_train.sh', config_path('daf_r18_synthetic.py'), '2',

@@ -5,7 +5,7 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from conftest import config_path
+from conftest import config_path, drop_synthetic_pretrained
 from mmengine.config import Config
 from mmengine.evaluator import Evaluator
 from mmengine.registry import init_default_scope
@@ -338,6 +338,7 @@ def test_in_a_tiny_daf_evaluation(tiny_cub_root, tmp_path):
     cfg = Config.fromfile(config_path('daf_r18_synthetic.py'))
     init_default_scope('mmpretrain')
     model = copy.deepcopy(cfg.model)
+    drop_synthetic_pretrained(model)
     for head in (model.head, model.teacher.head, model.fusion_head):
         head.num_classes = 4
     model.data_preprocessor = dict(cfg.data_preprocessor, num_classes=4)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import config_path
+from conftest import config_path, drop_synthetic_pretrained
 from mmengine.config import Config
 from mmengine.runner import Runner
 
@@ -129,6 +129,7 @@ def test_bad_inputs_are_rejected():
 
 def tiny_daf_cfg(data_root: str, work_dir: str) -> Config:
     cfg = Config.fromfile(config_path('daf_r18_synthetic.py'))
+    drop_synthetic_pretrained(cfg.model)
     cfg.work_dir = work_dir
     for head in (cfg.model.head, cfg.model.teacher.head, cfg.model.fusion_head):
         head.num_classes = 4

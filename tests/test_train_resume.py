@@ -3,7 +3,7 @@ same optimizer state."""
 import copy
 
 import torch
-from conftest import config_path
+from conftest import config_path, drop_synthetic_pretrained
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
@@ -11,6 +11,7 @@ from mmengine.runner import Runner
 
 def tiny_baseline_cfg(data_root: str, work_dir: str, max_iters: int) -> Config:
     cfg = Config.fromfile(config_path('ablation', 'r18_baseline_synthetic.py'))
+    drop_synthetic_pretrained(cfg.model)
     cfg.work_dir = work_dir
     cfg.model.head.num_classes = 4
     cfg.data_preprocessor.num_classes = 4

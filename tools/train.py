@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 import mmdaf  # noqa: F401  (registers mmdaf components, allow-lists checkpoints)
 from mmdaf.datasets import check_config_datasets
 from mmdaf.engine import setup_cpu_distributed
-from mmdaf.utils import register_checkpoint_loader
+from mmdaf.utils import check_local_pretrained, register_checkpoint_loader
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -122,6 +122,9 @@ def build_runner(cfg: Config) -> Runner:
     """The Runner that ``main`` trains: dataset checks, CPU DDP setup, Runner."""
     # Wrong dataset roots fail here, naming the path and the expected layout.
     check_config_datasets(cfg, loader_names=('train_dataloader', 'val_dataloader'))
+    # So does a missing local pretrained checkpoint (the Runner initialises the
+    # weights before it loads or resumes, so it is needed then too).
+    check_local_pretrained(cfg.model)
     # Without CUDA, a distributed launch runs on gloo with a CPU-aware DDP.
     setup_cpu_distributed(cfg)
     return Runner.from_cfg(cfg)

@@ -3,6 +3,7 @@ from .checkpoint import (
     checkpoint_safe_globals,
     register_checkpoint_loader,
 )
+from .pretrained import check_local_pretrained, pretrained_init_cfgs
 
-__all__ = ['allow_checkpoint_globals', 'checkpoint_safe_globals',
-           'register_checkpoint_loader']
+__all__ = ['allow_checkpoint_globals', 'check_local_pretrained', 'checkpoint_safe_globals',
+           'pretrained_init_cfgs', 'register_checkpoint_loader']

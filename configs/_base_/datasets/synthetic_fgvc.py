@@ -1,6 +1,6 @@
 # The embedded synthetic fine-grained set, written in the CUB_200_2011 layout by
 #   python tools/misc/make_synthetic_fgvc.py --out data/synthetic_fgvc \
-#       --num-classes 10 --train-per-class 40 --test-per-class 10 --img-size 64 \
+#       --num-classes 10 --train-per-class 100 --test-per-class 20 --img-size 64 \
 #       --part-scale 1.6
 # (what `make demo` runs) and read by SyntheticFGVC (mmpretrain's CUB with the
 # class names of the root's classes.txt). Images are used at their generated

@@ -18,6 +18,10 @@ model = dict(
     sppn_head=dict(
         in_channels=64,
         feat_channels=64,
+        # Fixed anchors, scored and ranked (NTS-Net style): with regression
+        # the boxes drifted to image-high strips on the border, since only
+        # R_IOU and R_area act on them (docs/benchmarks.md).
+        regress_boxes=False,
         # Square-equivalent sides 10, 14 | 20, 28 | 40, 57 px: parts at stride
         # 8, larger context and whole objects on the coarser levels.
         anchor_generator=dict(
@@ -30,6 +34,9 @@ model = dict(
     ),
     # sigma 3.2 px at 64 px: the 12-15 px parts are unreadable outside the box.
     part_images=dict(type='PartImageGenerator', blur_sigma_ratio=1 / 20),
+    # The SPPN losses train the FPN and SPPN head only: their gradient into the
+    # student backbone cost the student 7 points here (docs/benchmarks.md).
+    sppn_detach_input=True,
     teacher=dict(
         backbone=dict(
             depth=18,

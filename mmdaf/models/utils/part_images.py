@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
+OTHER_BOX_MODES = ('noise', 'blur')
+
 
 def gaussian_kernel1d(sigma: float, radius: int, dtype: torch.dtype,
                       device: torch.device) -> Tensor:
@@ -96,7 +98,8 @@ def make_part_images(imgs: Tensor,
                      boxes: Tensor,
                      blur_sigma: float,
                      noise_std: float = 1.0,
-                     generator: Optional[torch.Generator] = None) -> Tensor:
+                     generator: Optional[torch.Generator] = None,
+                     other_boxes: str = 'noise') -> Tensor:
     """Build the N part images of every image in one batched composition.
 
     Part image ``b * N + i`` is image ``b`` with:
@@ -117,6 +120,9 @@ def make_part_images(imgs: Tensor,
         noise_std (float): std of the additive noise, >= 0. Defaults to 1.0.
         generator (torch.Generator, optional): generator on ``imgs.device``
             for the noise, for reproducibility.
+        other_boxes (str): ``'noise'`` (the paper's composition, above) or
+            ``'blur'``: the other N-1 boxes are blurred like the context, so
+            that part image i differs from the others only in box i.
 
     Returns:
         Tensor: (B * N, 3, H, W) part images, image-major.
@@ -130,13 +136,19 @@ def make_part_images(imgs: Tensor,
                          f'{imgs.shape[0]}')
     if noise_std < 0:
         raise ValueError(f'noise_std must be >= 0, got {noise_std}')
+    if other_boxes not in OTHER_BOX_MODES:
+        raise ValueError(f'other_boxes must be one of {OTHER_BOX_MODES}, got '
+                         f'{other_boxes!r}')
     num_imgs, channels, height, width = imgs.shape
     num_parts = boxes.shape[1]
 
     blurred = gaussian_blur(imgs, blur_sigma)
-    noise = torch.randn(imgs.shape, generator=generator, dtype=imgs.dtype,
-                        device=imgs.device)
-    noisy = imgs + noise_std * noise
+    if other_boxes == 'blur':
+        noisy = blurred
+    else:
+        noise = torch.randn(imgs.shape, generator=generator, dtype=imgs.dtype,
+                            device=imgs.device)
+        noisy = imgs + noise_std * noise
 
     in_box = boxes_to_pixel_masks(boxes.to(imgs.dtype), (height, width))
     boxes_covering = in_box.sum(dim=1, keepdim=True)  # (B, 1, H, W)
@@ -237,10 +249,17 @@ class PartImageGenerator(nn.Module):
             a soft mask border (:func:`boxes_to_soft_pixel_masks`), which makes
             the part images differentiable in the box coordinates, so that
             the part images' losses train the SPPN's box regression.
+        other_boxes (str): ``'noise'`` (default, the paper) adds noise to the
+            other N-1 boxes; ``'blur'`` blurs them like the context, so the N
+            part images of an image differ only in the kept box and their
+            cross entropies rank the boxes alone (with noise, a box whose
+            neighbours cover parts scores worse because the noise erases
+            them).
     """
 
     def __init__(self, blur_sigma_ratio: float = 1 / 50, noise_std: float = 1.0,
-                 scale: float = 1.0, soft_edge: float = 0.0):
+                 scale: float = 1.0, soft_edge: float = 0.0,
+                 other_boxes: str = 'noise'):
         super().__init__()
         if blur_sigma_ratio < 0:
             raise ValueError(
@@ -251,6 +270,10 @@ class PartImageGenerator(nn.Module):
             raise ValueError(f'scale must be > 0, got {scale}')
         if soft_edge < 0:
             raise ValueError(f'soft_edge must be >= 0, got {soft_edge}')
+        if other_boxes not in OTHER_BOX_MODES:
+            raise ValueError(f'other_boxes must be one of {OTHER_BOX_MODES}, got '
+                             f'{other_boxes!r}')
+        self.other_boxes = other_boxes
         self.blur_sigma_ratio = blur_sigma_ratio
         self.noise_std = noise_std
         self.scale = scale
@@ -272,7 +295,7 @@ class PartImageGenerator(nn.Module):
             parts = self._soft_part_images(imgs, boxes, blur_sigma, generator)
         else:
             parts = make_part_images(imgs, boxes.detach(), blur_sigma,
-                                     self.noise_std, generator)
+                                     self.noise_std, generator, self.other_boxes)
         if self.scale != 1.0:
             parts = F.interpolate(parts, scale_factor=self.scale, mode='bilinear',
                                   align_corners=False)
@@ -284,12 +307,14 @@ class PartImageGenerator(nn.Module):
             raise ValueError(f'boxes has batch size {boxes.shape[0]}, imgs has '
                              f'{imgs.shape[0]}')
         blurred = gaussian_blur(imgs, blur_sigma)
-        noise = torch.randn(imgs.shape, generator=generator, dtype=imgs.dtype,
-                            device=imgs.device)
+        noisy = blurred
+        if self.other_boxes == 'noise':
+            noise = torch.randn(imgs.shape, generator=generator, dtype=imgs.dtype,
+                                device=imgs.device)
+            noisy = imgs + self.noise_std * noise
         in_box = boxes_to_soft_pixel_masks(boxes.to(imgs.dtype), imgs.shape[-2:],
                                            self.soft_edge)
-        return compose_soft_part_images(imgs, blurred,
-                                        imgs + self.noise_std * noise, in_box)
+        return compose_soft_part_images(imgs, blurred, noisy, in_box)
 
 
 def _check_boxes(boxes: Tensor) -> None:
