@@ -506,18 +506,15 @@ def format_table(result: dict) -> str:
             text += f" ± {scale * stats['std']:.1f}"
         return text
 
-    lines = [f"{'config':<18}{'top-1 %':>12}{'mean cls %':>12}{'student %':>11}"
-             f"{'teacher %':>11}{'hit %':>8}{'random':>8}{'part-in %':>11}{'random':>8}"
-             f"{'train s':>9}"]
+    columns = [('top-1 %', 'top1', True), ('mean cls %', 'mean_class_acc', True),
+               ('student %', 'student_top1', True), ('teacher %', 'teacher_top1', True),
+               ('hit %', 'hit_rate', True), ('random', 'random_hit_rate', True),
+               ('part-in %', 'part_in_box_rate', True),
+               ('random', 'random_part_in_box_rate', True), ('train s', 'train_s', False)]
+    lines = [f"{'config':<18}" + ''.join(f'{title:>13}' for title, _, _ in columns)]
     for name, stats in result['summary'].items():
-        lines.append(f"{name:<18}{cell(stats['top1']):>12}"
-                     f"{cell(stats['mean_class_acc']):>12}"
-                     f"{cell(stats['student_top1']):>11}{cell(stats['teacher_top1']):>11}"
-                     f"{cell(stats['hit_rate']):>8}"
-                     f"{cell(stats['random_hit_rate']):>8}"
-                     f"{cell(stats['part_in_box_rate']):>11}"
-                     f"{cell(stats['random_part_in_box_rate']):>8}"
-                     f"{cell(stats['train_s'], percent=False):>9}")
+        lines.append(f'{name:<18}' + ''.join(f'{cell(stats[key], percent):>13}'
+                                             for _, key, percent in columns))
     return '\n'.join(lines)
 
 

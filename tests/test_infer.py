@@ -172,3 +172,16 @@ def test_bad_inputs(daf_checkpoint, tmp_path):
     config, checkpoint = daf_checkpoint
     with pytest.raises(ValueError, match='topk must be a positive int'):
         DAFInferencer(config, checkpoint)([], topk=0)
+
+
+def test_inferencer_normalises_like_the_runner(daf_checkpoint, tiny_cub_root):
+    """The config's top-level data_preprocessor (mean, std, to_rgb) reaches the
+    model: without it every image got the same class with probability 1."""
+    config, checkpoint = daf_checkpoint
+    inferencer = DAFInferencer(config, checkpoint)
+    preprocessor = inferencer.model.data_preprocessor
+    torch.testing.assert_close(preprocessor.mean.flatten(),
+                               torch.tensor([123.675, 116.28, 103.53]))
+    torch.testing.assert_close(preprocessor.std.flatten(),
+                               torch.tensor([58.395, 57.12, 57.375]))
+    assert preprocessor.to_rgb

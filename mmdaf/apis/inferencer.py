@@ -155,7 +155,13 @@ class DAFInferencer:
         self.device = torch.device(device)
         init_default_scope(config.get('default_scope', 'mmpretrain'))
 
-        self.model = MODELS.build(config.model)
+        model_cfg = config.model.copy()
+        # mmpretrain configs keep the normalisation (mean, std, to_rgb) in a
+        # top-level data_preprocessor that the Runner hands to the model;
+        # without it the network would see raw 0-255 BGR pixels.
+        if model_cfg.get('data_preprocessor') is None and config.get('data_preprocessor'):
+            model_cfg['data_preprocessor'] = config.data_preprocessor
+        self.model = MODELS.build(model_cfg)
         self.checkpoint_meta: dict = {}
         if checkpoint is not None:
             loaded = load_checkpoint(self.model, checkpoint, map_location='cpu')
