@@ -402,6 +402,9 @@ class DAFSteps:
     def stage_sppn(self) -> None:
         self.model.train()
         feats = _leaves(self.student.feats)
+        if self.model.sppn_detach_input:
+            # As in the step: no gradient back to the backbone features.
+            feats = tuple(feat.detach() for feat in feats)
         with self.autocast():
             boxes, scores = self.model.sppn_head.propose(
                 self.model.sppn_neck(feats), (self.height, self.width),

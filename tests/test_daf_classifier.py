@@ -95,7 +95,8 @@ def test_distillation_gradients_stop_at_the_teacher():
 
 
 def test_student_parts_are_trained_through_the_sppn_losses():
-    model = build(teacher=None, distill=None, fusion_head=None)
+    regressing = dict(tiny_daf_cfg().sppn_head, regress_boxes=True)
+    model = build(teacher=None, distill=None, fusion_head=None, sppn_head=regressing)
     losses = model(**batch(), mode='loss')
     losses['loss_rank'].backward(retain_graph=True)
     assert model.sppn_head.score_conv.weight.grad.abs().sum() > 0

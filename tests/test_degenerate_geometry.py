@@ -9,8 +9,12 @@ SIZE = 64
 
 
 def build():
+    """The synthetic DAF with box regression on (the paper's SPPN, as in the
+    CUB configs), since regressed boxes are the ones that can degenerate."""
     torch.manual_seed(0)
-    return MODELS.build(tiny_daf_cfg())
+    cfg = tiny_daf_cfg()
+    cfg.sppn_head.regress_boxes = True
+    return MODELS.build(cfg)
 
 
 def make_batch(height=SIZE, width=SIZE, batch_size=2):

@@ -11,6 +11,7 @@ running statistics (``'running'``), without touching the running statistics.
 from contextlib import contextmanager
 from typing import Dict, Iterator, List, Tuple
 
+import torch
 import torch.nn as nn
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -40,7 +41,12 @@ def record_batch_norm_stats(module: nn.Module) -> Iterator[Dict[str, Tuple[Tenso
 
     def make_hook(name: str):
         def hook(layer: _BatchNorm, args) -> None:
-            feat = args[0].detach()
+            # In float32 (or the buffers' dtype): under autocast the input may
+            # be bf16/fp16, and eval-mode batch_norm wants the statistics in
+            # the dtype of the layer's parameters.
+            dtype = layer.running_mean.dtype if layer.running_mean is not None \
+                else torch.float32
+            feat = args[0].detach().to(dtype)
             dims = [d for d in range(feat.dim()) if d != 1]
             stats[name] = (feat.mean(dim=dims), feat.var(dim=dims, unbiased=False))
         return hook
