@@ -329,7 +329,12 @@ class DAFClassifier(BaseClassifier):
             Tensor: (B, N, K).
         """
         batch_size, num_parts = boxes.shape[:2]
-        part_imgs = self.part_image_generator(inputs, boxes)
+        generator = None
+        if not self.training:
+            # The same noise for every evaluation, so predictions that use the
+            # part images (predict_part_top_m) are deterministic.
+            generator = torch.Generator(device=inputs.device).manual_seed(0)
+        part_imgs = self.part_image_generator(inputs, boxes, generator=generator)
         with self._part_bn_context(clean_bn_stats):
             logits = self.student_logits(self.backbone(part_imgs))
         return logits.view(batch_size, num_parts, -1)
