@@ -4,7 +4,7 @@ from unittest.mock import patch
 
 import pytest
 import torch
-from conftest import config_path
+from conftest import config_path, drop_synthetic_pretrained
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS
@@ -22,6 +22,7 @@ def tiny_daf_cfg(**overrides) -> dict:
     cfg = Config.fromfile(config_path('daf_r18_synthetic.py'))
     init_default_scope('mmpretrain')
     model = copy.deepcopy(cfg.model)
+    drop_synthetic_pretrained(model)  # random weights: no cached checkpoint needed
     model.head.num_classes = NUM_CLASSES
     model.teacher.head.num_classes = NUM_CLASSES
     model.fusion_head.num_classes = NUM_CLASSES
