@@ -81,75 +81,38 @@ METRICS = ('top1', 'mean_class_acc', 'student_top1', 'teacher_top1', 'hit_rate',
 # ----------------------------------------------------------------------------
 # Pure helpers (tested in tests/test_benchmarks.py)
 # ----------------------------------------------------------------------------
+# The geometry is the PartHitRate metric's (mmdaf/evaluation/part_hit_rate.py);
+# these wrappers take any array-like and keep the benchmark's names.
 def box_centre_hits(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> np.ndarray:
-    """Whether each box's centre lies inside at least one region.
-
-    Args:
-        boxes_xyxy (np.ndarray): (N, 4) boxes.
-        regions_xyxy (np.ndarray): (P, 4) regions; boundaries count as inside.
-
-    Returns:
-        np.ndarray: (N,) bool.
-    """
-    boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    regions_xyxy = np.asarray(regions_xyxy, dtype=np.float64).reshape(-1, 4)
-    centre_x = (boxes_xyxy[:, 0] + boxes_xyxy[:, 2]) / 2
-    centre_y = (boxes_xyxy[:, 1] + boxes_xyxy[:, 3]) / 2
-    inside = ((centre_x[:, None] >= regions_xyxy[None, :, 0])
-              & (centre_x[:, None] <= regions_xyxy[None, :, 2])
-              & (centre_y[:, None] >= regions_xyxy[None, :, 1])
-              & (centre_y[:, None] <= regions_xyxy[None, :, 3]))
-    return inside.any(axis=1)
+    """(N,) bool: whether each of the (N, 4) boxes has its centre inside at
+    least one of the (P, 4) regions; boundaries count as inside."""
+    from mmdaf.evaluation.part_hit_rate import box_centres_in_regions
+    return box_centres_in_regions(_as_boxes(boxes_xyxy), _as_boxes(regions_xyxy))
 
 
 def boxes_containing_a_part(boxes_xyxy: np.ndarray,
                             regions_xyxy: np.ndarray) -> np.ndarray:
-    """Whether each box contains the centre of at least one region.
+    """(N,) bool: whether each box contains the centre of at least one region.
 
     The complement of :func:`box_centre_hits` for boxes much larger than the
     parts, whose centres can miss every part while the box covers one.
-
-    Args:
-        boxes_xyxy (np.ndarray): (N, 4) boxes.
-        regions_xyxy (np.ndarray): (P, 4) regions.
-
-    Returns:
-        np.ndarray: (N,) bool; boundaries count as inside.
     """
-    boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    regions_xyxy = np.asarray(regions_xyxy, dtype=np.float64).reshape(-1, 4)
-    centre_x = (regions_xyxy[:, 0] + regions_xyxy[:, 2]) / 2
-    centre_y = (regions_xyxy[:, 1] + regions_xyxy[:, 3]) / 2
-    inside = ((centre_x[None, :] >= boxes_xyxy[:, None, 0])
-              & (centre_x[None, :] <= boxes_xyxy[:, None, 2])
-              & (centre_y[None, :] >= boxes_xyxy[:, None, 1])
-              & (centre_y[None, :] <= boxes_xyxy[:, None, 3]))
-    return inside.any(axis=1)
+    from mmdaf.evaluation.part_hit_rate import boxes_containing_points
+    regions = _as_boxes(regions_xyxy)
+    return boxes_containing_points(_as_boxes(boxes_xyxy),
+                                   (regions[:, :2] + regions[:, 2:]) / 2)
 
 
 def random_boxes_like(boxes_xyxy: np.ndarray, img_shape: Sequence[int], draws: int,
                       rng: np.random.Generator) -> np.ndarray:
-    """Boxes of the same widths and heights at uniformly random positions.
+    """(draws, N, 4) boxes of the same widths and heights at uniformly random
+    positions inside the (H, W) image."""
+    from mmdaf.evaluation.part_hit_rate import random_boxes_like as random_like
+    return random_like(_as_boxes(boxes_xyxy), img_shape, draws, rng)
 
-    A box of width w (clipped to the image width W) gets ``x1 ~ U(0, W - w)``,
-    likewise for y, so that it lies inside the image.
 
-    Args:
-        boxes_xyxy (np.ndarray): (N, 4) boxes.
-        img_shape (Sequence[int]): (H, W).
-        draws (int): random boxes per box.
-        rng (np.random.Generator): the random source.
-
-    Returns:
-        np.ndarray: (draws, N, 4) boxes.
-    """
-    height, width = img_shape
-    boxes_xyxy = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
-    box_w = np.clip(boxes_xyxy[:, 2] - boxes_xyxy[:, 0], 0, width)
-    box_h = np.clip(boxes_xyxy[:, 3] - boxes_xyxy[:, 1], 0, height)
-    x1 = rng.uniform(0, 1, (draws, len(box_w))) * (width - box_w)
-    y1 = rng.uniform(0, 1, (draws, len(box_h))) * (height - box_h)
-    return np.stack([x1, y1, x1 + box_w, y1 + box_h], axis=-1)
+def _as_boxes(boxes) -> np.ndarray:
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
 
 
 def hit_rates(boxes_per_image: Dict[int, np.ndarray],

@@ -158,12 +158,12 @@ def build_daf_model(config: str, device: str, cfg_options: Optional[dict] = None
     ``cfg_options`` are merged into the config first (``--cfg-options``).
     """
     from mmengine.config import Config
-    from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
 
     import mmdaf  # noqa: F401  (registers the components)
     from mmdaf.models.classifiers.daf_classifier import DAFClassifier
+    from mmdaf.utils import init_weights_quietly
 
     cfg = Config.fromfile(config)
     if cfg_options:
@@ -175,14 +175,7 @@ def build_daf_model(config: str, device: str, cfg_options: Optional[dict] = None
                          f'type={model_cfg.get("type")!r}')
     model = MODELS.build(model_cfg)
     assert isinstance(model, DAFClassifier)
-    # init_weights logs one INFO paragraph per parameter; keep the output short.
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel('WARNING')
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
+    init_weights_quietly(model)
     return model.to(device)
 
 

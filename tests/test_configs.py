@@ -13,11 +13,12 @@ import pytest
 import torch
 from conftest import REPO_ROOT
 from mmengine.config import Config
-from mmengine.logging import MMLogger
 from mmengine.optim import OptimWrapper
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
+
+from mmdaf.utils import init_weights_quietly, pretrained_init_cfgs
 
 CONFIGS = sorted(
     osp.relpath(path, osp.join(REPO_ROOT, 'configs'))
@@ -46,17 +47,6 @@ CHECKPOINT_MODELS = {
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=12, in_channels=256)),
 }
-
-
-def init_weights_quietly(model: torch.nn.Module) -> None:
-    """``model.init_weights()`` without its INFO line for every parameter."""
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel('WARNING')
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
 
 
 def stand_in_state_dict(model_cfg: dict) -> dict:
@@ -97,17 +87,10 @@ def component(name: str) -> str:
     return '.'.join(parts[:2]) if parts[0] == 'teacher' else parts[0]
 
 
-def pretrained_inits(cfg, path: str = '') -> list:
+def pretrained_inits(model_cfg) -> list:
     """(module path in the model, init_cfg) of every Pretrained init_cfg."""
-    found = []
-    if isinstance(cfg, dict):
-        init_cfg = cfg.get('init_cfg')
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            found.append((path, init_cfg))
-        for key, value in cfg.items():
-            if key != 'init_cfg':
-                found += pretrained_inits(value, f'{path}.{key}' if path else key)
-    return found
+    return [(key[len('model.'):-len('.init_cfg')], init_cfg)
+            for key, init_cfg in pretrained_init_cfgs(model_cfg)]
 
 
 def module_at(model: torch.nn.Module, path: str) -> torch.nn.Module:

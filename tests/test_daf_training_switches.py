@@ -6,11 +6,9 @@ import copy
 import pytest
 import torch
 import torch.nn as nn
-from conftest import config_path
-from mmengine.config import Config
-from mmengine.registry import init_default_scope
 from mmpretrain.registry import HOOKS, MODELS
 from mmpretrain.structures import DataSample
+from test_daf_classifier import tiny_daf_cfg
 
 from mmdaf.models.utils.batch_norm_stats import (
     normalise_with_fixed_stats,
@@ -24,15 +22,8 @@ SIZE = 64
 
 def student_cfg(**overrides) -> dict:
     """The synthetic R18 student (SPPN + LHM, no teacher) for 64 px inputs."""
-    cfg = Config.fromfile(config_path('daf_r18_synthetic.py'))
-    init_default_scope('mmpretrain')
-    model = copy.deepcopy(cfg.model)
-    model.update(teacher=None, distill=None, fusion_head=None)
-    model.backbone.init_cfg = None
-    model.head.num_classes = NUM_CLASSES
-    model.data_preprocessor = dict(num_classes=NUM_CLASSES)
-    model.update(overrides)
-    return model
+    return tiny_daf_cfg(**dict(dict(teacher=None, distill=None, fusion_head=None),
+                               **overrides))
 
 
 def build(**overrides):
@@ -55,35 +46,32 @@ def running_stats(module: nn.Module) -> dict:
 
 
 # --------------------------------------------------------------------------- BN
-@pytest.mark.parametrize('mode', ['clean', 'running'])
-def test_part_pass_leaves_running_stats_to_the_clean_batch(mode):
-    model = build(part_bn=mode)
+def stats_after_step_and_clean_pass(part_bn: str):
+    """Running statistics of the student after one DAF training step, and
+    those of one train-mode pass of the same backbone on the clean batch."""
+    model = build(part_bn=part_bn)
     reference = copy.deepcopy(model.backbone)
     reference.train()  # mmpretrain ResNet.train returns None
     data = batch()
     model.train()
     model(**data, mode='loss')
-    # What the running statistics must be: one train-mode pass on the clean batch.
     with torch.no_grad():
         reference(data['inputs'])
-    after, expected = running_stats(model.backbone), running_stats(reference)
+    return running_stats(model.backbone), running_stats(reference)
+
+
+@pytest.mark.parametrize('mode', ['clean', 'running'])
+def test_part_pass_leaves_running_stats_to_the_clean_batch(mode):
+    after, expected = stats_after_step_and_clean_pass(mode)
     assert after.keys() == expected.keys() and len(after) == 40  # R18: 20 BN layers
     for name in after:
         torch.testing.assert_close(after[name], expected[name], msg=name)
 
 
 def test_shared_mode_mixes_part_images_into_running_stats():
-    model = build(part_bn='shared')
-    reference = copy.deepcopy(model.backbone)
-    reference.train()  # mmpretrain ResNet.train returns None
-    data = batch()
-    model.train()
-    model(**data, mode='loss')
-    with torch.no_grad():
-        reference(data['inputs'])
+    after, clean_only = stats_after_step_and_clean_pass('shared')
     name = 'bn1.running_mean'
-    assert not torch.allclose(running_stats(model.backbone)[name],
-                              running_stats(reference)[name])
+    assert not torch.allclose(after[name], clean_only[name])
 
 
 def test_clean_mode_normalises_part_images_with_clean_batch_stats():

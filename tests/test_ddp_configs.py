@@ -28,6 +28,7 @@ from conftest import REPO_ROOT
 from mmengine.config import Config
 
 from mmdaf.datasets import make_synthetic_fgvc
+from mmdaf.utils import pretrained_init_cfgs
 
 SIZE = 64
 NUM_CLASSES = 4
@@ -50,16 +51,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pretrained_paths(model_cfg, path: str = 'model') -> List[str]:
+def pretrained_paths(model_cfg) -> List[str]:
     """Config keys of the ``init_cfg``s that download weights."""
-    keys = []
-    if isinstance(model_cfg, dict):
-        init_cfg = model_cfg.get('init_cfg')
-        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            keys.append(f'{path}.init_cfg')
-        for key, value in model_cfg.items():
-            keys += pretrained_paths(value, f'{path}.{key}')
-    return keys
+    return [key for key, _ in pretrained_init_cfgs(model_cfg)]
 
 
 def small_options(config: str, data_root: str) -> List[str]:

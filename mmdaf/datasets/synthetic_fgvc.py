@@ -689,12 +689,8 @@ def make_synthetic_fgvc(out_dir: str,
     """
     start = time.perf_counter()
     _check_int('num_classes', num_classes, 2, MAX_NUM_CLASSES)
-    _check_int('train_per_class', train_per_class, 1)
-    _check_int('test_per_class', test_per_class, 0)
-    _check_int('img_size', img_size, 32, 4096)
-    _check_int('seed', seed, 0)
-    _check_int('jpeg_quality', jpeg_quality, 1, 95)
-    _check_part_scale(part_scale)
+    _check_set_args(train_per_class, test_per_class, img_size, seed, jpeg_quality,
+                    part_scale)
     table = class_part_attributes(num_classes, seed)
     class_dirs = [class_dir_name(k + 1, attrs) for k, attrs in enumerate(table)]
     render_kwargs = [dict(part_scale=part_scale)] * num_classes
@@ -711,7 +707,14 @@ def make_synthetic_fgvc(out_dir: str,
                 images_per_s=info['num_images'] / (time.perf_counter() - start))
 
 
-def _check_part_scale(part_scale: float) -> None:
+def _check_set_args(train_per_class: int, test_per_class: int, img_size: int,
+                    seed: int, jpeg_quality: int, part_scale: float) -> None:
+    """The arguments both set writers share, checked before anything is written."""
+    _check_int('train_per_class', train_per_class, 1)
+    _check_int('test_per_class', test_per_class, 0)
+    _check_int('img_size', img_size, 32, 4096)
+    _check_int('seed', seed, 0)
+    _check_int('jpeg_quality', jpeg_quality, 1, 95)
     if not isinstance(part_scale, (int, float)) or not 0.5 <= part_scale <= 3.0:
         raise ValueError(f'part_scale must be a number in [0.5, 3], got {part_scale!r}')
 
@@ -758,12 +761,8 @@ def make_synthetic_generic(out_dir: str,
         dict: as :func:`make_synthetic_fgvc`.
     """
     start = time.perf_counter()
-    _check_int('train_per_class', train_per_class, 1)
-    _check_int('test_per_class', test_per_class, 0)
-    _check_int('img_size', img_size, 32, 4096)
-    _check_int('seed', seed, 0)
-    _check_int('jpeg_quality', jpeg_quality, 1, 95)
-    _check_part_scale(part_scale)
+    _check_set_args(train_per_class, test_per_class, img_size, seed, jpeg_quality,
+                    part_scale)
     classes = generic_classes()
     render_kwargs = [dict(kwargs, part_scale=part_scale) for _, kwargs in classes]
     info = _write_set(out_dir, [name for name, _ in classes], [None] * len(classes),

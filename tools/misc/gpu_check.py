@@ -70,11 +70,11 @@ def _drop_pretrained(cfg):
 def build_model(config: str, with_cp: bool, device: str):
     """The config's model (data preprocessor included) on ``device``."""
     from mmengine.config import Config
-    from mmengine.logging import MMLogger
     from mmengine.registry import init_default_scope
     from mmpretrain.registry import MODELS
 
     import mmdaf  # noqa: F401  (registers the components)
+    from mmdaf.utils import init_weights_quietly
 
     cfg = Config.fromfile(config)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
@@ -86,14 +86,7 @@ def build_model(config: str, with_cp: bool, device: str):
             backbone['with_cp'] = with_cp
     torch.manual_seed(0)
     model = MODELS.build(model_cfg)
-    # init_weights logs one INFO paragraph per parameter; keep the output short.
-    logger = MMLogger.get_current_instance()
-    level = logger.level
-    logger.setLevel('WARNING')
-    try:
-        model.init_weights()
-    finally:
-        logger.setLevel(level)
+    init_weights_quietly(model)
     return model.to(device).train(), cfg.data_preprocessor.num_classes
 
 

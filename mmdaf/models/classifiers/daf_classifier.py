@@ -20,8 +20,6 @@ from ..utils.batch_norm_stats import (
 from ..utils.part_images import boxes_to_saliency_mask
 
 LOSS_GROUPS = ('student', 'teacher', 'fusion')
-# Losses that come from the part images; PartLossWarmupHook scales them.
-PART_LOSSES = ('loss_rank', 'loss_overlap', 'loss_area', 'loss_con')
 
 
 class StudentOutput(NamedTuple):
@@ -235,7 +233,8 @@ class DAFClassifier(BaseClassifier):
             raise ValueError('DAFClassifier: predict_part_top_m needs the SPPN '
                              '(sppn_head=None)')
         self.predict_part_top_m = predict_part_top_m
-        # Set by PartLossWarmupHook; multiplies the PART_LOSSES.
+        # Set by PartLossWarmupHook; multiplies the part losses (loss_rank,
+        # loss_overlap, loss_area, loss_con).
         self.part_loss_scale = 1.0
 
         self.teacher = Teacher(**teacher) if isinstance(teacher, dict) else teacher
