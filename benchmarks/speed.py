@@ -12,7 +12,10 @@ This script measures, in ONE process with the runs interleaved round by round
   FC and cross entropy, batch B;
 - ``T_daf``: forward + backward of ``DAFClassifier.loss`` on the same batch;
 - ``train_ratio = T_daf / (P * T_b)`` (median of the per-round ratios); the
-  overhead we drive down is ``train_ratio - 1``;
+  overhead we drive down is ``train_ratio - 1``. P counts the paper's passes
+  (student, N part images, teacher); with ``SPPNHead(rank_samples=K)`` the K
+  forward-only single-box passes per image are extra and show up in the
+  ratio and in their own breakdown row;
 - ``infer_ratio = T_daf_predict / (Q * T_b_predict)`` with Q = 2 passes
   (student + teacher; 1 without a teacher), eval mode, no grad;
 - a breakdown of T_daf by stage, each stage timed alone by calling the
@@ -67,6 +70,7 @@ STAGE_GROUPS = {
     'SPPN (FPN, head, propose incl. NMS)': 'SPPN incl. NMS',
     'part images (compose, resize)': 'part images',
     'part backbone pass (B*N)': 'backbone passes',
+    'ranked anchor samples (B*K, forward only)': 'ranked samples',
     'student losses (CE, rank, IoU, area, con)': 'losses',
     'teacher input (heatmap up, box mask)': 'teacher input',
     'teacher backbone (5 ch)': 'backbone passes',
@@ -377,6 +381,9 @@ class DAFSteps:
             stages['SPPN (FPN, head, propose incl. NMS)'] = self.stage_sppn
             stages['part images (compose, resize)'] = self.stage_part_images
             stages['part backbone pass (B*N)'] = self.stage_part_backbone
+            if model.sppn_head.rank_samples > 0:
+                stages['ranked anchor samples (B*K, forward only)'] = \
+                    self.stage_rank_samples
             stages['student losses (CE, rank, IoU, area, con)'] = self.stage_student_losses
         if model.with_teacher:
             stages['teacher input (heatmap up, box mask)'] = self.stage_teacher_input
@@ -398,11 +405,16 @@ class DAFSteps:
         if self.model.sppn_detach_input:
             # As in the step: no gradient back to the backbone features.
             feats = tuple(feat.detach() for feat in feats)
+        head = self.model.sppn_head
         with self.autocast():
-            boxes, scores = self.model.sppn_head.propose(
-                self.model.sppn_neck(feats), (self.height, self.width),
-                self.student.object_mask)
-        self._backward(boxes.float().sum() + scores.float().sum())
+            fpn_feats = self.model.sppn_neck(feats)
+            if head.rank_samples > 0:  # as in the training step
+                outputs = head.propose_and_sample(fpn_feats, (self.height, self.width),
+                                                  self.student.object_mask)
+            else:
+                outputs = head.propose(fpn_feats, (self.height, self.width),
+                                       self.student.object_mask)
+        self._backward(sum(output.float().sum() for output in outputs))
 
     def sppn_detail(self, warmup: int, repeats: int) -> Dict[str, float]:
         """Forward-only split of the SPPN stage (median seconds, no grad).
@@ -466,6 +478,15 @@ class DAFSteps:
             logits = self.model.student_logits(self.model.backbone(self.part_imgs))
         self._backward(F.cross_entropy(logits.float(),
                                        self.labels.repeat_interleave(num_parts)))
+
+    @torch.no_grad()
+    def stage_rank_samples(self) -> None:
+        # What the training step adds with SPPNHead(rank_samples=K): K
+        # single-box part images per image through the student, no gradient
+        # (the draw itself is in the SPPN stage).
+        self.model.train()
+        with self.autocast():
+            self.model.single_box_ce(self.inputs, self.student.sample_boxes, self.labels)
 
     def stage_student_losses(self) -> None:
         model = self.model

@@ -218,3 +218,35 @@ def test_tiny_speed_run_writes_consistent_json():
     stages = {row['stage'] for row in result['breakdown']}
     assert 'SPPN (FPN, head, propose incl. NMS)' in stages
     assert 'PAF-bilinear neck + teacher head' in stages
+
+
+# ----------------------------------------------------------------------------
+# anchor_ranking.py: rank statistics per anchor shape
+# ----------------------------------------------------------------------------
+anchor_ranking = _load('anchor_ranking')
+
+
+def test_rank_auc_counts_pairs_and_half_ties():
+    # Pairs (pos, neg): (3,1) win, (3,2) win, (2,1) win, (2,2) tie -> 3.5 / 4.
+    assert anchor_ranking.rank_auc(np.array([3., 2.]), np.array([1., 2.])) == 0.875
+    assert anchor_ranking.rank_auc(np.array([0.]), np.array([1.])) == 0.0
+    assert np.isnan(anchor_ranking.rank_auc(np.array([]), np.array([1.])))
+
+
+def test_summarise_shapes_random_oracle_and_sppn_shares():
+    # One image, 6 anchors of shape 'a' and 2 of shape 'b'. Shape a: anchors 0-2
+    # contain a part. The 4 lowest cross entropies are anchors 0, 1, 2, 3 (3 hits);
+    # the 4 best scores are anchors 5, 4, 3, 0 (1 hit).
+    record = dict(shape=np.array(['a'] * 6 + ['b'] * 2),
+                  hit=np.array([1, 1, 1, 0, 0, 0, 1, 0], dtype=bool),
+                  ce=np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0, 2.0]),
+                  score=np.array([3., 0., 1., 4., 5., 6., 0., 1.]))
+    summary = anchor_ranking.summarise_shapes([record])
+    assert list(summary) == ['a', 'b']
+    a = summary['a']
+    assert a['random'] == 0.5 and a['oracle4'] == 0.75 and a['sppn4'] == 0.25
+    assert a['auc_ce'] == 1.0  # every hit has a lower cross entropy
+    # Scores of hits 3, 0, 1 against misses 4, 5, 6: no hit wins a pair.
+    assert a['auc_score'] == 0.0
+    assert a['mean_ce'] == pytest.approx(0.35)
+    assert summary['b']['oracle4'] == 0.5 and summary['b']['auc_score'] == 0.0

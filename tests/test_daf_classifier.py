@@ -70,7 +70,10 @@ def test_part_images_go_through_backbone_in_one_batched_pass():
         lambda module, args, output: batch_sizes.append(args[0].shape[0]))
     model(**batch(batch_size=3), mode='loss')
     num_parts = model.sppn_head.num_parts
-    assert batch_sizes == [3, 3 * num_parts]
+    # Then one forward-only pass over the rank_samples single-box part images.
+    num_samples = model.sppn_head.rank_samples
+    assert num_samples == 8  # the synthetic config's
+    assert batch_sizes == [3, 3 * num_parts, 3 * num_samples]
 
 
 def test_loss_weights_scale_each_group():

@@ -225,7 +225,8 @@ def test_fixed_anchor_sppn_returns_anchors_and_has_no_regression_branch():
     with torch.no_grad():
         boxes = model.run_student(inputs).boxes
     head = model.sppn_head
-    sizes = [(SIZE // stride, SIZE // stride) for stride in (8, 16, 32)]
+    sizes = [(SIZE // stride_h, SIZE // stride_w)
+             for stride_w, stride_h in head.prior_generator.strides]
     anchors = torch.cat(head.prior_generator.grid_priors(sizes, device='cpu'))
     anchors = torch.stack([anchors[:, 0].clamp(0, SIZE), anchors[:, 1].clamp(0, SIZE),
                            anchors[:, 2].clamp(0, SIZE), anchors[:, 3].clamp(0, SIZE)], 1)

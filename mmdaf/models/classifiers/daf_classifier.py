@@ -33,6 +33,9 @@ class StudentOutput(NamedTuple):
         object_area: (B,) object area S in input pixels.
         boxes: (B, N, 4) part boxes, xyxy input pixels, or None without SPPN.
         box_scores: (B, N) SPPN scores of the boxes (not detached), or None.
+        sample_boxes: (B, K, 4) random candidate anchors for the ranking loss
+            (training with ``SPPNHead(rank_samples=K)``), else None.
+        sample_scores: (B, K) their SPPN scores (not detached), or None.
     """
     feats: Tuple[Tensor, ...]
     logits: Tensor
@@ -41,6 +44,8 @@ class StudentOutput(NamedTuple):
     object_area: Tensor
     boxes: Optional[Tensor]
     box_scores: Optional[Tensor]
+    sample_boxes: Optional[Tensor] = None
+    sample_scores: Optional[Tensor] = None
 
 
 class TeacherOutput(NamedTuple):
@@ -303,15 +308,21 @@ class DAFClassifier(BaseClassifier):
             heatmap, object_mask, object_area = heat.heatmap, heat.object_mask, \
                 heat.object_area
 
-        boxes = box_scores = None
+        boxes = box_scores = sample_boxes = sample_scores = None
         if self.with_sppn:
             sppn_feats = feats
             if self.sppn_detach_input:
                 sppn_feats = tuple(feat.detach() for feat in feats)
-            boxes, box_scores = self.sppn_head.propose(
-                self.sppn_neck(sppn_feats), (height, width), object_mask)
+            sppn_feats = self.sppn_neck(sppn_feats)
+            if self.training and self.sppn_head.rank_samples > 0:
+                boxes, box_scores, sample_boxes, sample_scores = \
+                    self.sppn_head.propose_and_sample(sppn_feats, (height, width),
+                                                      object_mask)
+            else:
+                boxes, box_scores = self.sppn_head.propose(sppn_feats, (height, width),
+                                                           object_mask)
         return StudentOutput(feats, logits, heatmap, object_mask, object_area, boxes,
-                             box_scores)
+                             box_scores, sample_boxes, sample_scores)
 
     def part_logits(self, inputs: Tensor, boxes: Tensor,
                     clean_bn_stats: Optional[dict] = None) -> Tensor:
@@ -337,6 +348,32 @@ class DAFClassifier(BaseClassifier):
         with self._part_bn_context(clean_bn_stats):
             logits = self.student_logits(self.backbone(part_imgs))
         return logits.view(batch_size, num_parts, -1)
+
+    @torch.no_grad()
+    def single_box_ce(self, inputs: Tensor, boxes: Tensor, labels: Tensor,
+                      clean_bn_stats: Optional[dict] = None) -> Tensor:
+        """Ground-truth cross entropy of one part image per box, no gradient.
+
+        Each part image keeps only its own box sharp (no other boxes), so its
+        cross entropy depends on that box alone: the ranking target of the
+        sampled anchors (``SPPNHead(rank_samples=K)``).
+
+        Args:
+            inputs (Tensor): (B, 3, H, W) clean images.
+            boxes (Tensor): (B, K, 4) boxes, xyxy input pixels.
+            labels (Tensor): (B, ) ground-truth labels.
+            clean_bn_stats (dict, optional): as in :meth:`part_logits`.
+
+        Returns:
+            Tensor: (B, K) float32 cross entropies.
+        """
+        batch_size, num_boxes = boxes.shape[:2]
+        imgs = inputs.repeat_interleave(num_boxes, dim=0)
+        part_imgs = self.part_image_generator(imgs, boxes.reshape(-1, 1, 4))
+        with self._part_bn_context(clean_bn_stats):
+            logits = self.student_logits(self.backbone(part_imgs))
+        return F.cross_entropy(logits.float(), labels.repeat_interleave(num_boxes),
+                               reduction='none').view(batch_size, num_boxes)
 
     def _part_bn_context(self, clean_bn_stats: Optional[dict]):
         """How the part pass uses BatchNorm (see ``part_bn``)."""
@@ -416,8 +453,15 @@ class DAFClassifier(BaseClassifier):
             part_ce = F.cross_entropy(
                 part_logits.flatten(0, 1).float(), labels.repeat_interleave(num_parts),
                 reduction='none').view(-1, num_parts)
+            ranked_samples = {}
+            if student.sample_boxes is not None:
+                ranked_samples = dict(
+                    sample_scores=student.sample_scores,
+                    sample_ce=self.single_box_ce(inputs, student.sample_boxes, labels,
+                                                 clean_bn_stats))
             sppn_losses = self.sppn_head.loss(student.boxes, student.box_scores,
-                                              part_ce, student.object_area)
+                                              part_ce, student.object_area,
+                                              **ranked_samples)
             if self.loss_concentrate is not None:
                 sppn_losses['loss_con'] = self.loss_concentrate(part_logits, labels)
             part_weight = weight_s * self.part_loss_scale

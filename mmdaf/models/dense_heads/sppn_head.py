@@ -77,6 +77,12 @@ class SPPNHead(BaseModule):
         init_cfg (dict or list[dict], optional): initialisation config.
             Defaults to normal(std=0.01) on every conv with zero bias,
             RetinaHead's choice, so that initial deltas are near zero.
+        rank_samples (int): K > 0 also draws K random candidate anchors per
+            image in training (:meth:`sample_anchors`); the classifier ranks
+            them together with the N proposals, using single-box part images.
+            Without them the ranking loss only ever orders the N boxes the
+            head already scores highest, so anchors it never proposes get no
+            content signal (docs/benchmarks.md). Defaults to 0 (the paper).
     """
 
     def __init__(self,
@@ -92,7 +98,8 @@ class SPPNHead(BaseModule):
                  loss_overlap: dict = DEFAULT_LOSS_OVERLAP,
                  loss_area: dict = DEFAULT_LOSS_AREA,
                  regress_boxes: bool = True,
-                 init_cfg: Optional[dict] = DEFAULT_INIT_CFG):
+                 init_cfg: Optional[dict] = DEFAULT_INIT_CFG,
+                 rank_samples: int = 0):
         super().__init__(init_cfg=init_cfg)
         if num_parts < 1:
             raise ValueError(f'num_parts must be >= 1, got {num_parts}')
@@ -103,7 +110,10 @@ class SPPNHead(BaseModule):
             raise ValueError(f'nms_iou_thr must be in (0, 1], got {nms_iou_thr}')
         if stacked_convs < 0:
             raise ValueError(f'stacked_convs must be >= 0, got {stacked_convs}')
+        if rank_samples < 0:
+            raise ValueError(f'rank_samples must be >= 0, got {rank_samples}')
         self.num_parts = num_parts
+        self.rank_samples = rank_samples
         self.regress_boxes = regress_boxes
         self.pre_nms_topk = pre_nms_topk
         self.nms_iou_thr = nms_iou_thr
@@ -180,24 +190,35 @@ class SPPNHead(BaseModule):
             sorted by score descending; both carry gradient (boxes to the
             regression branch, scores to the score branch).
         """
-        scores_per_level, deltas_per_level = self(feats)
-        num_imgs = feats[0].shape[0]
-        featmap_sizes = [scores.shape[-2:] for scores in scores_per_level]
-        anchors = torch.cat(
-            self.prior_generator.grid_priors(
-                featmap_sizes, dtype=feats[0].dtype, device=feats[0].device))
-        # Flattened in mmdet's prior order: (y, x, anchor) per level.
-        scores = torch.cat([
-            level.permute(0, 2, 3, 1).reshape(num_imgs, -1)
-            for level in scores_per_level
-        ], dim=1)  # (B, M)
-        deltas = torch.cat([
-            level.permute(0, 2, 3, 1).reshape(num_imgs, -1, 4)
-            for level in deltas_per_level
-        ], dim=1)  # (B, M, 4)
+        dense = self.dense_scores(feats)
+        is_candidate = self.anchor_candidates(dense[0], img_shape, object_mask,
+                                              dense[1].shape[0])
+        return self._top_n(dense, is_candidate, img_shape)
 
-        is_candidate = self.anchor_candidates(anchors, img_shape, object_mask,
-                                              num_imgs)
+    def propose_and_sample(self,
+                           feats: Sequence[Tensor],
+                           img_shape: Tuple[int, int],
+                           object_mask: Optional[Tensor] = None
+                           ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`propose` and :meth:`sample_anchors` (``rank_samples``
+        anchors) from one dense pass of the head, as the training step needs.
+
+        Returns:
+            tuple: ``boxes`` (B, N, 4), ``scores`` (B, N), ``sample_boxes``
+            (B, K, 4), ``sample_scores`` (B, K); all keep their graph.
+        """
+        dense = self.dense_scores(feats)
+        is_candidate = self.anchor_candidates(dense[0], img_shape, object_mask,
+                                              dense[1].shape[0])
+        boxes, scores = self._top_n(dense, is_candidate, img_shape)
+        sample_boxes, sample_scores = self._draw(dense, is_candidate, img_shape,
+                                                 self.rank_samples)
+        return boxes, scores, sample_boxes, sample_scores
+
+    def _top_n(self, dense: Tuple[Tensor, Tensor, Tensor], is_candidate: Tensor,
+               img_shape: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        anchors, scores, deltas = dense
+        num_imgs = scores.shape[0]
         num_topk = min(self.pre_nms_topk, anchors.shape[0])
         ranking = scores.detach().masked_fill(~is_candidate, float('-inf'))
         topk_idx = ranking.topk(num_topk, dim=1).indices  # (B, k), by score
@@ -213,6 +234,79 @@ class SPPNHead(BaseModule):
         part_boxes = topk_boxes.gather(1, picked[..., None].expand(-1, -1, 4))
         part_scores = topk_scores.gather(1, picked)
         return part_boxes, part_scores
+
+    def dense_scores(self, feats: Sequence[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+        """Anchors, scores and deltas of every level, flattened.
+
+        Returns:
+            tuple: ``anchors`` (M, 4) xyxy input pixels, ``scores`` (B, M) and
+            ``deltas`` (B, M, 4), in mmdet's prior order ((y, x, anchor) per
+            level, finest level first).
+        """
+        scores_per_level, deltas_per_level = self(feats)
+        num_imgs = scores_per_level[0].shape[0]
+        featmap_sizes = [scores.shape[-2:] for scores in scores_per_level]
+        anchors = torch.cat(
+            self.prior_generator.grid_priors(
+                featmap_sizes, dtype=scores_per_level[0].dtype,
+                device=scores_per_level[0].device))
+        scores = torch.cat([
+            level.permute(0, 2, 3, 1).reshape(num_imgs, -1)
+            for level in scores_per_level
+        ], dim=1)
+        deltas = torch.cat([
+            level.permute(0, 2, 3, 1).reshape(num_imgs, -1, 4)
+            for level in deltas_per_level
+        ], dim=1)
+        return anchors, scores, deltas
+
+    def sample_anchors(self,
+                       feats: Sequence[Tensor],
+                       img_shape: Tuple[int, int],
+                       object_mask: Optional[Tensor] = None,
+                       num_samples: Optional[int] = None,
+                       generator: Optional[torch.Generator] = None
+                       ) -> Tuple[Tensor, Tensor]:
+        """Boxes and scores of anchors drawn uniformly among the candidates.
+
+        These are the extra boxes the ranking loss orders (``rank_samples``):
+        drawn among the anchors whose centre lies in ``object_mask``, without
+        replacement unless some image of the batch has fewer than K
+        candidates (then with replacement, for the whole batch).
+
+        Args:
+            feats (Sequence[Tensor]): FPN levels, finest first.
+            img_shape (Tuple[int, int]): (H, W) of the network input.
+            object_mask (Tensor, optional): (B, 1, h, w) bool object mask.
+            num_samples (int, optional): K; defaults to ``rank_samples``.
+            generator (torch.Generator, optional): random source of the draw.
+
+        Returns:
+            tuple: ``boxes`` (B, K, 4) xyxy input pixels, clipped (decoded with
+            the deltas under ``regress_boxes``), and ``scores`` (B, K), still
+            attached to the graph.
+        """
+        num_samples = self.rank_samples if num_samples is None else num_samples
+        if num_samples < 1:
+            raise ValueError(f'num_samples must be >= 1, got {num_samples}')
+        dense = self.dense_scores(feats)
+        is_candidate = self.anchor_candidates(dense[0], img_shape, object_mask,
+                                              dense[1].shape[0])
+        return self._draw(dense, is_candidate, img_shape, num_samples, generator)
+
+    def _draw(self, dense: Tuple[Tensor, Tensor, Tensor], is_candidate: Tensor,
+              img_shape: Tuple[int, int], num_samples: int,
+              generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
+        anchors, scores, deltas = dense
+        num_imgs = scores.shape[0]
+        enough = bool((is_candidate.sum(dim=1) >= num_samples).all())
+        picked = torch.multinomial(is_candidate.float(), num_samples,
+                                   replacement=not enough, generator=generator)  # (B, K)
+        boxes = self.bbox_coder.decode(
+            anchors[picked].reshape(-1, 4),
+            deltas.gather(1, picked[..., None].expand(-1, -1, 4)).reshape(-1, 4),
+            max_shape=tuple(img_shape)).reshape(num_imgs, num_samples, 4)
+        return boxes, scores.gather(1, picked)
 
     def anchor_candidates(self, anchors: Tensor, img_shape: Tuple[int, int],
                           object_mask: Optional[Tensor],
@@ -316,7 +410,8 @@ class SPPNHead(BaseModule):
         return results
 
     def loss(self, part_boxes: Tensor, part_scores: Tensor, part_ce: Tensor,
-             object_area: Tensor) -> Dict[str, Tensor]:
+             object_area: Tensor, sample_scores: Optional[Tensor] = None,
+             sample_ce: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """SPPN losses from the part images' evaluation.
 
         Args:
@@ -326,6 +421,11 @@ class SPPNHead(BaseModule):
                 part image; detached here (a target, not a path into the
                 backbone).
             object_area (Tensor): (B,) object area S in input pixels; detached.
+            sample_scores (Tensor, optional): (B, K) scores of the sampled
+                anchors (:meth:`sample_anchors`), ranked together with the N
+                proposals; their boxes take no part in R_IOU and R_area.
+            sample_ce (Tensor, optional): (B, K) their part images' cross
+                entropies; given exactly when ``sample_scores`` is.
 
         Returns:
             dict: ``loss_rank``, ``loss_overlap``, ``loss_area`` scalars.
@@ -340,8 +440,20 @@ class SPPNHead(BaseModule):
         if part_ce.shape != part_scores.shape:
             raise ValueError(f'part_ce must be (B, N) = {tuple(part_scores.shape)}, '
                              f'got {tuple(part_ce.shape)}')
+        rank_scores, rank_ce = part_scores, part_ce
+        if (sample_scores is None) != (sample_ce is None):
+            raise ValueError('sample_scores and sample_ce must be given together')
+        if sample_scores is not None:
+            if sample_scores.shape[0] != part_scores.shape[0] or \
+                    sample_ce.shape != sample_scores.shape:
+                raise ValueError(f'sample_scores and sample_ce must both be (B, K) '
+                                 f'with B = {part_scores.shape[0]}, got '
+                                 f'{tuple(sample_scores.shape)} and '
+                                 f'{tuple(sample_ce.shape)}')
+            rank_scores = torch.cat([part_scores, sample_scores], dim=1)
+            rank_ce = torch.cat([part_ce, sample_ce], dim=1)
         return dict(
-            loss_rank=self.loss_rank(part_scores, part_ce.detach()),
+            loss_rank=self.loss_rank(rank_scores, rank_ce.detach()),
             loss_overlap=self.loss_overlap(part_boxes),
             loss_area=self.loss_area(part_boxes, object_area.detach()))
 

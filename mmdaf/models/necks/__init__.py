@@ -1,2 +1,3 @@
 # Each component module is imported here so that importing mmdaf registers it.
+from .finest_level_fpn import FinestLevelFPN  # noqa: F401
 from .paf_bilinear_neck import PAFBilinearNeck  # noqa: F401

@@ -1,0 +1,202 @@
+"""Does the SPPN rank anchors the way its training target does?
+
+For every anchor of the first ``--max-images`` test images of a synthetic set
+(fixed anchors, ``SPPNHead(regress_boxes=False)``), the script builds the
+anchor's single-box part image (the box sharp, the rest blurred), takes the
+student's ground-truth cross entropy on it -- the quantity the ranking loss
+orders -- and the SPPN's score of the anchor. Per anchor shape (level, ratio,
+scale) it prints:
+
+- ``random``: the share of anchors of that shape that contain the centre of a
+  part region (``parts/part_boxes.txt``): the chance level of a box that size;
+- ``oracle4``: the same share for the 4 anchors of that shape whose part images
+  have the lowest cross entropy, per image: what a perfect ranker would pick;
+- ``sppn4``: the same for the 4 anchors the SPPN scores highest;
+- ``auc_ce`` and ``auc_score``: the probability that an anchor containing a
+  part has a lower cross entropy (a higher score) than one that does not
+  (0.5: no relation);
+- ``mean_ce``: the mean cross entropy of the shape's part images.
+
+``oracle4`` far above ``random`` says the ranking target carries where the
+parts are; ``sppn4`` near ``oracle4`` says the SPPN learned it. Usage::
+
+    python benchmarks/anchor_ranking.py work_dirs/demo/daf_r18_synthetic.py \\
+        work_dirs/demo/epoch_10.pth --data-root data/synthetic_fgvc
+"""
+import argparse
+import copy
+import json
+import os.path as osp
+import sys
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, osp.join(REPO_ROOT, 'benchmarks'))
+
+TOP = 4
+
+
+def rank_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """P(a positive value > a negative one), ties counted half; nan if a set
+    is empty (the Mann-Whitney U statistic over the pair count)."""
+    if len(positives) == 0 or len(negatives) == 0:
+        return float('nan')
+    greater = (positives[:, None] > negatives[None, :]).sum()
+    ties = (positives[:, None] == negatives[None, :]).sum()
+    return float((greater + 0.5 * ties) / (len(positives) * len(negatives)))
+
+
+def top_share(hits: np.ndarray, values: np.ndarray, top: int) -> float:
+    """Share of hits among the ``top`` largest ``values``."""
+    return float(hits[np.argsort(-values, kind='stable')[:top]].mean())
+
+
+def summarise_shapes(records: Sequence[Dict[str, np.ndarray]]) -> Dict[str, dict]:
+    """Per anchor shape: random, oracle4, sppn4, auc_ce, auc_score, mean_ce.
+
+    Args:
+        records: one dict per image with (M,) arrays ``shape`` (anchor shape
+            label), ``hit`` (bool), ``ce`` and ``score``.
+    """
+    shapes = list(dict.fromkeys(str(s) for r in records for s in r['shape']))
+    summary = {}
+    for shape in shapes:
+        rows = dict(random=[], oracle4=[], sppn4=[], auc_ce=[], auc_score=[], mean_ce=[])
+        for r in records:
+            keep = r['shape'] == shape
+            hit, ce, score = r['hit'][keep], r['ce'][keep], r['score'][keep]
+            rows['random'].append(hit.mean())
+            rows['oracle4'].append(top_share(hit, -ce, TOP))
+            rows['sppn4'].append(top_share(hit, score, TOP))
+            rows['auc_ce'].append(rank_auc(-ce[hit], -ce[~hit]))
+            rows['auc_score'].append(rank_auc(score[hit], score[~hit]))
+            rows['mean_ce'].append(ce.mean())
+        summary[shape] = {k: float(np.nanmean(v)) if not np.all(np.isnan(v)) else None
+                          for k, v in rows.items()}
+    return summary
+
+
+def measure(config_file: str, checkpoint: str, data_root: str, max_images: int) -> dict:
+    import torch
+    from learning import boxes_containing_a_part, read_image_ids, read_part_boxes
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner, load_checkpoint
+    from mmpretrain.registry import MODELS
+
+    import mmdaf  # noqa: F401
+
+    cfg = Config.fromfile(config_file)
+    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
+    model_cfg = copy.deepcopy(cfg.model)
+    if model_cfg.get('data_preprocessor') is None:
+        model_cfg['data_preprocessor'] = cfg.get('data_preprocessor')
+    model = MODELS.build(model_cfg)
+    load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
+    model.eval()
+    head = model.sppn_head
+    if head is None or head.regress_boxes:
+        raise ValueError(f'{config_file}: needs an SPPN with fixed anchors '
+                         '(sppn_head.regress_boxes=False)')
+
+    loader_cfg = copy.deepcopy(cfg.test_dataloader)
+    loader_cfg.update(num_workers=0, persistent_workers=False, batch_size=1)
+    loader_cfg.dataset.data_root = data_root
+    loader = Runner.build_dataloader(loader_cfg)
+    regions = read_part_boxes(data_root)
+    image_ids = read_image_ids(data_root)
+    images_dir = osp.join(data_root, 'images')
+
+    records = []
+    with torch.no_grad():
+        for index, data in enumerate(loader):
+            if index >= max_images:
+                break
+            data = model.data_preprocessor(data, False)
+            inputs, sample = data['inputs'], data['data_samples'][0]
+            height, width = inputs.shape[-2:]
+            student = model.run_student(inputs)
+            anchors, scores, _ = head.dense_scores(model.sppn_neck(student.feats))
+            boxes = torch.stack([anchors[:, 0].clamp(0, width), anchors[:, 1].clamp(0, height),
+                                 anchors[:, 2].clamp(0, width), anchors[:, 3].clamp(0, height)],
+                                dim=1)
+            label = sample.gt_label.reshape(1)
+            ce = torch.cat([
+                model.single_box_ce(inputs, chunk[None], label)[0]
+                for chunk in boxes.split(128)])
+            sizes = [(-(-height // s_h), -(-width // s_w))
+                     for s_w, s_h in head.prior_generator.strides]
+            shape_labels = np.concatenate([
+                np.tile(np.array(names), h * w)
+                for names, (h, w) in zip(shape_names(head), sizes)])
+            image_id = image_ids[osp.relpath(sample.img_path, images_dir)]
+            records.append(dict(
+                shape=shape_labels, ce=ce.numpy(), score=scores[0].numpy(),
+                hit=boxes_containing_a_part(boxes.numpy(), regions[image_id])))
+    return dict(config=config_file, checkpoint=checkpoint, data_root=data_root,
+                num_images=len(records), shapes=summarise_shapes(records))
+
+
+def shape_names(head) -> List[List[str]]:
+    """Per level, the label of each base anchor in mmdet's order (ratio-major):
+    ``s<stride> r<ratio> <side>px``, side = the square-equivalent side."""
+    generator = head.prior_generator
+    names = []
+    for level, base in enumerate(generator.base_anchors):
+        stride = generator.strides[level][0]
+        level_names = []
+        for anchor_index, anchor in enumerate(base.tolist()):
+            ratio = generator.ratios[anchor_index // len(generator.scales)]
+            side = ((anchor[2] - anchor[0]) * (anchor[3] - anchor[1]))**0.5
+            level_names.append(f's{stride} r{float(ratio):g} {side:.0f}px')
+        names.append(level_names)
+    return names
+
+
+def _cell(value: Optional[float], width: int) -> str:
+    return f'{value:{width}.3f}' if value is not None else f"{'-':>{width}}"
+
+
+def format_summary(result: dict) -> str:
+    lines = [f"{result['num_images']} test images; share of anchors containing a part",
+             f"{'anchor':<18}{'random':>8}{'oracle4':>9}{'sppn4':>8}{'auc_ce':>8}"
+             f"{'auc_score':>10}{'mean_ce':>9}"]
+    for shape, row in result['shapes'].items():
+        cells = [_cell(row[key], width) for key, width in
+                 (('random', 8), ('oracle4', 9), ('sppn4', 8), ('auc_ce', 8),
+                  ('auc_score', 10), ('mean_ce', 9))]
+        lines.append(f'{shape:<18}' + ''.join(cells))
+    return '\n'.join(lines)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('config', help='the config the run dumped into its work dir')
+    parser.add_argument('checkpoint')
+    parser.add_argument('--data-root', required=True,
+                        help='a synthetic set (it has parts/part_boxes.txt)')
+    parser.add_argument('--max-images', type=int, default=60)
+    parser.add_argument('--out', help='write the result as JSON here')
+    args = parser.parse_args(argv)
+    if args.max_images < 1:
+        raise ValueError(f'--max-images must be >= 1, got {args.max_images}')
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    result = measure(args.config, args.checkpoint, args.data_root, args.max_images)
+    print(format_summary(result))
+    if args.out:
+        with open(args.out, 'w') as f:
+            json.dump(result, f, indent=2)
+        print(f'wrote {args.out}')
+    return result
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,206 @@
+"""Part-sized proposals and sampled ranking anchors: ``FinestLevelFPN``,
+``SPPNHead(rank_samples)`` and ``DAFClassifier.single_box_ce``, on hand-made
+inputs."""
+from unittest.mock import patch
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_daf_training_switches import batch, build, running_stats, student_cfg
+from test_sppn_head import _fpn_feats, _head
+
+from mmdaf.models.losses import PartRankingLoss
+
+STRIDE8_ONLY = dict(type='AnchorGenerator', strides=[8], ratios=[0.5, 1.0, 2.0],
+                    octave_base_scale=1.25, scales_per_octave=2, center_offset=0.5)
+
+
+def _fixed_head(**kwargs):
+    """A stride-8, fixed-anchor head on one level: proposals are exact anchors."""
+    return _head(anchor_generator=STRIDE8_ONLY, regress_boxes=False, **kwargs)
+
+
+def _p3(feats):
+    return feats[:1]
+
+
+def test_finest_level_fpn_is_mmdet_fpn_first_output():
+    from mmdet.registry import MODELS as MMDET_MODELS
+    torch.manual_seed(0)
+    fpn = MMDET_MODELS.build(dict(_scope_='mmdet', type='FPN', in_channels=[8, 16, 32],
+                                  out_channels=4, num_outs=3))
+    finest = MMDET_MODELS.build(dict(_scope_='mmdet', type='FinestLevelFPN',
+                                     in_channels=[8, 16, 32], out_channels=4))
+    for mine, theirs in zip(finest.lateral_convs, fpn.lateral_convs):
+        mine.load_state_dict(theirs.state_dict())
+    finest.output_conv.load_state_dict(fpn.fpn_convs[0].state_dict())
+    # Odd sizes: the top-down path must upsample to each finer level's size.
+    feats = [torch.randn(2, 8, 13, 15), torch.randn(2, 16, 7, 8), torch.randn(2, 32, 4, 4)]
+    out = finest(feats)
+    assert len(out) == 1 and out[0].shape == (2, 4, 13, 15)
+    torch.testing.assert_close(out[0], fpn(feats)[0])
+    # Every parameter is used (no coarser output convs to leave unused).
+    out[0].sum().backward()
+    assert all(p.grad is not None for p in finest.parameters())
+    with pytest.raises(ValueError, match='expects 3 levels'):
+        finest(feats[:2])
+
+
+def test_stride8_head_proposes_part_sized_anchors_only():
+    torch.manual_seed(0)
+    head = _fixed_head()
+    feats = _p3(_fpn_feats(2, 64, 64))  # 8x8
+    scores, _ = head(feats)
+    assert len(scores) == 1 and scores[0].shape == (2, 6, 8, 8)
+    boxes, _ = head.propose(feats, (64, 64))
+    sides = ((boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])).sqrt()
+    # Square-equivalent sides 10 and 14 px (clipped at the border: smaller).
+    assert sides.max() <= 10 * 2**0.5 + 1e-4
+
+
+def test_sampled_anchors_lie_in_the_mask_and_carry_their_scores():
+    torch.manual_seed(0)
+    head = _fixed_head(rank_samples=5)
+    feats = _p3(_fpn_feats(2, 64, 64))
+    mask = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    mask[0, 0, 1, 1] = mask[0, 0, 6, 3] = True  # 12 candidate anchors
+    mask[1, 0, 2, 5] = True  # 6 candidates
+    generator = torch.Generator().manual_seed(0)
+    boxes, scores = head.sample_anchors(feats, (64, 64), mask, generator=generator)
+    assert boxes.shape == (2, 5, 4) and scores.shape == (2, 5)
+    assert scores.requires_grad
+    centres = (boxes[..., :2] + boxes[..., 2:]) / 2
+    cells = (centres // 8).long()  # (x, y) cell of each centre
+    assert {tuple(c) for c in cells[0].tolist()} <= {(1, 1), (3, 6)}
+    assert {tuple(c) for c in cells[1].tolist()} == {(5, 2)}
+    # Without replacement: five different anchors (ratios x scales) of one cell.
+    assert len({tuple(b) for b in boxes[1].tolist()}) == 5
+    # Each score is the dense score of its anchor.
+    dense = head(feats)[0][0]  # (2, 6, 8, 8)
+    anchors = head.prior_generator.grid_priors([(8, 8)], device='cpu')[0]
+    for img in range(2):
+        for box, score in zip(boxes[img], scores[img]):
+            index = int(torch.isclose(anchors.clamp(0, 64), box).all(dim=1).nonzero())
+            cell, anchor = divmod(index, 6)
+            assert torch.isclose(score, dense[img, anchor, cell // 8, cell % 8])
+
+
+def test_too_few_candidates_are_drawn_with_replacement():
+    head = _fixed_head(rank_samples=8)
+    mask = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    mask[0, 0, 4, 4] = True  # 6 anchors for 8 draws
+    boxes, _ = head.sample_anchors(_p3(_fpn_feats(1, 64, 64)), (64, 64), mask)
+    centres = (boxes[0, :, :2] + boxes[0, :, 2:]) / 2
+    assert boxes.shape == (1, 8, 4) and torch.all(centres == 36.0)
+
+
+def test_rank_loss_orders_proposals_and_samples_together():
+    head = _head(loss_rank=dict(type='PartRankingLoss', margin=1.0, loss_weight=0.5))
+    boxes = torch.tensor([[[0., 0., 10., 10.]]])
+    # By cross entropy: sample 0 (0.5) < proposal (1.0) < sample 1 (2.0).
+    # Hinges: s0 over p 1 - 0.5 = 0.5; s0 over s1 1 - (0.5 - 2) = 2.5;
+    # p over s1 1 - (0 - 2) = 3.0. Sum 6.0, weight 0.5 -> 3.0.
+    losses = head.loss(boxes, torch.tensor([[0.0]]), torch.tensor([[1.0]]),
+                       torch.tensor([400.]), sample_scores=torch.tensor([[0.5, 2.0]]),
+                       sample_ce=torch.tensor([[0.5, 2.0]]))
+    assert losses['loss_rank'].item() == pytest.approx(3.0)
+    # The overlap and area priors see the proposals only.
+    alone = head.loss(boxes, torch.tensor([[0.0]]), torch.tensor([[1.0]]),
+                      torch.tensor([400.]))
+    assert alone['loss_rank'].item() == 0.0
+    assert losses['loss_area'].item() == alone['loss_area'].item()
+
+
+def test_rank_samples_arguments_are_checked():
+    with pytest.raises(ValueError, match='rank_samples must be >= 0, got -1'):
+        _head(rank_samples=-1)
+    head = _head()
+    with pytest.raises(ValueError, match='given together'):
+        head.loss(torch.zeros(1, 4, 4), torch.zeros(1, 4), torch.zeros(1, 4),
+                  torch.ones(1), sample_scores=torch.zeros(1, 2))
+    with pytest.raises(ValueError, match=r'both be \(B, K\)'):
+        head.loss(torch.zeros(1, 4, 4), torch.zeros(1, 4), torch.zeros(1, 4),
+                  torch.ones(1), sample_scores=torch.zeros(1, 2),
+                  sample_ce=torch.zeros(1, 3))
+
+
+def _rank_sampling_model(**head_overrides):
+    head = dict(student_cfg().sppn_head, rank_samples=3, **head_overrides)
+    return build(sppn_head=head)
+
+
+def test_single_box_ce_is_the_ce_of_one_kept_box_without_gradient():
+    model = _rank_sampling_model().train()
+    data = batch()
+    labels = torch.tensor([0, 1])
+    boxes = torch.tensor([[[0., 0., 16., 16.], [8., 8., 40., 24.]],
+                          [[30., 30., 64., 64.], [0., 20., 12., 60.]]])
+    before = running_stats(model.backbone)
+    ce = model.single_box_ce(data['inputs'], boxes, labels)
+    assert ce.shape == (2, 2) and ce.dtype == torch.float32 and not ce.requires_grad
+    # part_bn='clean' without recorded statistics: running statistics, untouched.
+    after = running_stats(model.backbone)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    model.eval()
+    for img in range(2):
+        for k in range(2):
+            part = model.part_image_generator(data['inputs'][img:img + 1],
+                                              boxes[img:img + 1, k:k + 1])
+            with torch.no_grad():
+                logits = model.student_logits(model.backbone(part))
+            expected = F.cross_entropy(logits, labels[img:img + 1])
+            torch.testing.assert_close(ce[img, k], expected)
+
+
+def test_training_step_ranks_proposals_with_the_sampled_anchors():
+    model = _rank_sampling_model(
+        loss_rank=dict(type='PartRankingLoss', margin=1.0, loss_weight=1.0)).train()
+    data = batch()
+    with torch.no_grad():
+        student = model.run_student(data['inputs'])
+    assert student.sample_boxes.shape == (2, 3, 4)
+    assert student.sample_scores.shape == (2, 3)
+    model.eval()
+    with torch.no_grad():
+        assert model.run_student(data['inputs']).sample_boxes is None
+
+    model.train()
+    captured = {}
+    head_loss = model.sppn_head.loss
+
+    def record_loss(*args, **kwargs):
+        captured.update(args=args, kwargs=kwargs)
+        return head_loss(*args, **kwargs)
+
+    with patch.object(model.sppn_head, 'loss', side_effect=record_loss):
+        losses = model(**data, mode='loss')
+    _, scores, part_ce, _ = captured['args']
+    sample_scores, sample_ce = (captured['kwargs']['sample_scores'],
+                                captured['kwargs']['sample_ce'])
+    assert sample_scores.shape == (2, 3) and sample_scores.requires_grad
+    assert sample_ce.shape == (2, 3) and not sample_ce.requires_grad
+    assert torch.isfinite(sample_ce).all() and (sample_ce > 0).all()
+    # loss_rank is the hinge over all 4 + 3 boxes (part_loss_scale 1, weight 1).
+    ranking = PartRankingLoss(margin=1.0)
+    expected = ranking(torch.cat([scores, sample_scores], 1),
+                       torch.cat([part_ce, sample_ce], 1))
+    torch.testing.assert_close(losses['loss_rank'], expected)
+    assert not torch.isclose(expected, ranking(scores, part_ce))
+
+
+def test_propose_and_sample_is_propose_plus_a_draw_from_one_dense_pass():
+    torch.manual_seed(0)
+    head = _fixed_head(rank_samples=4)
+    feats = _p3(_fpn_feats(2, 64, 64))
+    mask = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    mask[:, 0, 2:5, 3:6] = True
+    boxes, scores = head.propose(feats, (64, 64), mask)
+    with patch.object(head, 'forward', wraps=head.forward) as forward:
+        both = head.propose_and_sample(feats, (64, 64), mask)
+    assert forward.call_count == 1
+    torch.testing.assert_close(both[0], boxes)
+    torch.testing.assert_close(both[1], scores)
+    assert both[2].shape == (2, 4, 4) and both[3].shape == (2, 4)
+    centres = (both[2][..., :2] + both[2][..., 2:]) / 2
+    assert ((centres[..., 0] >= 24) & (centres[..., 0] < 48)
+            & (centres[..., 1] >= 16) & (centres[..., 1] < 40)).all()
