@@ -24,7 +24,6 @@ parts are; ``sppn4`` near ``oracle4`` says the SPPN learned it. Usage::
         work_dirs/demo/epoch_10.pth --data-root data/synthetic_fgvc
 """
 import argparse
-import copy
 import json
 import os.path as osp
 import sys
@@ -82,31 +81,20 @@ def summarise_shapes(records: Sequence[Dict[str, np.ndarray]]) -> Dict[str, dict
 
 def measure(config_file: str, checkpoint: str, data_root: str, max_images: int) -> dict:
     import torch
-    from learning import boxes_containing_a_part, read_image_ids, read_part_boxes
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from mmengine.runner import Runner, load_checkpoint
-    from mmpretrain.registry import MODELS
+    from learning import (
+        boxes_containing_a_part,
+        build_test_loader,
+        load_trained_model,
+        read_image_ids,
+        read_part_boxes,
+    )
 
-    import mmdaf  # noqa: F401
-
-    cfg = Config.fromfile(config_file)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    model_cfg = copy.deepcopy(cfg.model)
-    if model_cfg.get('data_preprocessor') is None:
-        model_cfg['data_preprocessor'] = cfg.get('data_preprocessor')
-    model = MODELS.build(model_cfg)
-    load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
-    model.eval()
+    cfg, model = load_trained_model(config_file, checkpoint)
     head = model.sppn_head
     if head is None or head.regress_boxes:
         raise ValueError(f'{config_file}: needs an SPPN with fixed anchors '
                          '(sppn_head.regress_boxes=False)')
-
-    loader_cfg = copy.deepcopy(cfg.test_dataloader)
-    loader_cfg.update(num_workers=0, persistent_workers=False, batch_size=1)
-    loader_cfg.dataset.data_root = data_root
-    loader = Runner.build_dataloader(loader_cfg)
+    loader = build_test_loader(cfg, data_root, batch_size=1)
     regions = read_part_boxes(data_root)
     image_ids = read_image_ids(data_root)
     images_dir = osp.join(data_root, 'images')

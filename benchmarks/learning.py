@@ -342,27 +342,16 @@ def _final_train_loss(work_dir: str) -> Optional[float]:
 # ----------------------------------------------------------------------------
 # Evaluation of one final checkpoint (run in its own process)
 # ----------------------------------------------------------------------------
-def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
-                        num_classes: int, random_draws: int) -> dict:
-    """Accuracies and part hit rates of one checkpoint on the test split.
-
-    ``config_file`` is the config the Runner dumped into the run's work dir
-    (with the run's ``--cfg-options`` applied), or that work dir.
-    """
-    import torch
+def load_trained_model(config_file: str, checkpoint: str):
+    """``(cfg, model)``: the config's model with the checkpoint's weights, in
+    eval mode, with the config's top-level data preprocessor."""
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
-    from mmengine.runner import Runner, load_checkpoint
+    from mmengine.runner import load_checkpoint
     from mmpretrain.registry import MODELS
 
     import mmdaf  # noqa: F401  (registers components, allow-lists checkpoints)
 
-    if osp.isdir(config_file):  # a work dir: the one config the Runner dumped
-        dumped = [f for f in os.listdir(config_file) if f.endswith('.py')]
-        if len(dumped) != 1:
-            raise FileNotFoundError(f'{config_file}: expected one dumped config, '
-                                    f'found {dumped}')
-        config_file = osp.join(config_file, dumped[0])
     cfg = Config.fromfile(config_file)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model_cfg = copy.deepcopy(cfg.model)
@@ -371,11 +360,35 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
     model = MODELS.build(model_cfg)
     load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
     model.eval()
+    return cfg, model
 
+
+def build_test_loader(cfg, data_root: str, **overrides):
+    """The config's test loader on ``data_root``, in this process."""
+    from mmengine.runner import Runner
     loader_cfg = copy.deepcopy(cfg.test_dataloader)
-    loader_cfg.update(num_workers=0, persistent_workers=False)
+    loader_cfg.update(num_workers=0, persistent_workers=False, **overrides)
     loader_cfg.dataset.data_root = data_root
-    loader = Runner.build_dataloader(loader_cfg)
+    return Runner.build_dataloader(loader_cfg)
+
+
+def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
+                        num_classes: int, random_draws: int) -> dict:
+    """Accuracies and part hit rates of one checkpoint on the test split.
+
+    ``config_file`` is the config the Runner dumped into the run's work dir
+    (with the run's ``--cfg-options`` applied), or that work dir.
+    """
+    import torch
+
+    if osp.isdir(config_file):  # a work dir: the one config the Runner dumped
+        dumped = [f for f in os.listdir(config_file) if f.endswith('.py')]
+        if len(dumped) != 1:
+            raise FileNotFoundError(f'{config_file}: expected one dumped config, '
+                                    f'found {dumped}')
+        config_file = osp.join(config_file, dumped[0])
+    cfg, model = load_trained_model(config_file, checkpoint)
+    loader = build_test_loader(cfg, data_root)
     image_ids = read_image_ids(data_root)
     images_dir = osp.join(data_root, 'images')
 
