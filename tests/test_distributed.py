@@ -24,7 +24,7 @@ from conftest import REPO_ROOT, config_path
 from mmengine.config import Config
 from mmengine.registry import MODEL_WRAPPERS
 
-from mmdaf.engine import setup_cpu_distributed
+from mmdaf.engine import close_distributed, setup_cpu_distributed
 
 TIMEOUT_S = 240
 
@@ -213,3 +213,17 @@ def test_setup_cpu_distributed_sets_gloo_and_the_cpu_wrapper(monkeypatch):
     cfg.launcher = 'torchrun'
     with pytest.raises(ValueError, match="cfg.launcher must be one of"):
         setup_cpu_distributed(cfg)
+
+
+def test_close_distributed_destroys_the_group_once_and_then_does_nothing():
+    torch_dist.init_process_group('gloo', rank=0, world_size=1,
+                                  init_method=f'tcp://127.0.0.1:{free_port()}')
+    try:
+        assert torch_dist.is_initialized()
+        close_distributed()
+        assert not torch_dist.is_initialized()
+        close_distributed()  # outside a distributed run: nothing to do
+        assert not torch_dist.is_initialized()
+    finally:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()

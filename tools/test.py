@@ -18,7 +18,7 @@ from mmengine.runner import Runner
 
 import mmdaf  # noqa: F401  (registers mmdaf components, allow-lists checkpoints)
 from mmdaf.datasets import check_config_datasets
-from mmdaf.engine import setup_cpu_distributed
+from mmdaf.engine import close_distributed, setup_cpu_distributed
 from mmdaf.utils import register_checkpoint_loader
 
 
@@ -80,6 +80,7 @@ def main() -> None:
     metrics = runner.test()
     if runner.rank == 0:
         print(json.dumps({k: round(float(v), 4) for k, v in metrics.items()}))
+    close_distributed()
 
 
 if __name__ == '__main__':

@@ -14,7 +14,7 @@ from mmengine.runner import Runner
 
 import mmdaf  # noqa: F401  (registers mmdaf components, allow-lists checkpoints)
 from mmdaf.datasets import check_config_datasets
-from mmdaf.engine import setup_cpu_distributed
+from mmdaf.engine import close_distributed, setup_cpu_distributed
 from mmdaf.utils import check_local_pretrained, register_checkpoint_loader
 
 
@@ -135,6 +135,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if args.trust_checkpoint:
         register_checkpoint_loader(trust_checkpoint=True)
     build_runner(load_config(args)).train()
+    close_distributed()
 
 
 if __name__ == '__main__':

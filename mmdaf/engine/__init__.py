@@ -1,4 +1,8 @@
-from .distributed import CPUDistributedDataParallel, setup_cpu_distributed  # noqa: F401
+from .distributed import (  # noqa: F401
+    CPUDistributedDataParallel,
+    close_distributed,
+    setup_cpu_distributed,
+)
 from .hooks import (  # noqa: F401
     AtomicCheckpointHook,
     EffectiveBatchHook,
