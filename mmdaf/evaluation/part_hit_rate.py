@@ -254,6 +254,12 @@ def flip_points(points_xy: np.ndarray, img_shape: Sequence[int],
     return flipped
 
 
+def _points_in_boxes(points_xy: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
+    """Elementwise point-in-box test with broadcasting; edges count as inside."""
+    return ((points_xy[..., 0] >= boxes_xyxy[..., 0]) & (points_xy[..., 0] <= boxes_xyxy[..., 2])
+            & (points_xy[..., 1] >= boxes_xyxy[..., 1]) & (points_xy[..., 1] <= boxes_xyxy[..., 3]))
+
+
 def boxes_containing_points(boxes_xyxy: np.ndarray, points_xy: np.ndarray) -> np.ndarray:
     """Whether each box contains at least one point (edges count as inside).
 
@@ -264,10 +270,7 @@ def boxes_containing_points(boxes_xyxy: np.ndarray, points_xy: np.ndarray) -> np
     Returns:
         np.ndarray: (...) bool; all False when P is 0.
     """
-    boxes = boxes_xyxy[..., None, :]
-    inside = ((points_xy[:, 0] >= boxes[..., 0]) & (points_xy[:, 0] <= boxes[..., 2])
-              & (points_xy[:, 1] >= boxes[..., 1]) & (points_xy[:, 1] <= boxes[..., 3]))
-    return inside.any(axis=-1)
+    return _points_in_boxes(points_xy, boxes_xyxy[..., None, :]).any(axis=-1)
 
 
 def box_centres_in_regions(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> np.ndarray:
@@ -281,10 +284,7 @@ def box_centres_in_regions(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> 
         np.ndarray: (...) bool; all False when R is 0.
     """
     centres = (boxes_xyxy[..., None, :2] + boxes_xyxy[..., None, 2:]) / 2
-    inside = ((centres[..., 0] >= regions_xyxy[:, 0]) & (centres[..., 0] <= regions_xyxy[:, 2])
-              & (centres[..., 1] >= regions_xyxy[:, 1])
-              & (centres[..., 1] <= regions_xyxy[:, 3]))
-    return inside.any(axis=-1)
+    return _points_in_boxes(centres, regions_xyxy).any(axis=-1)
 
 
 def random_boxes_like(boxes_xyxy: np.ndarray, img_shape: Sequence[int], draws: int,
