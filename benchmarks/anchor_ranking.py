@@ -107,11 +107,10 @@ def measure(config_file: str, checkpoint: str, data_root: str, max_images: int) 
             data = model.data_preprocessor(data, False)
             inputs, sample = data['inputs'], data['data_samples'][0]
             height, width = inputs.shape[-2:]
-            student = model.run_student(inputs)
-            anchors, scores, _ = head.dense_scores(model.sppn_neck(student.feats))
-            boxes = torch.stack([anchors[:, 0].clamp(0, width), anchors[:, 1].clamp(0, height),
-                                 anchors[:, 2].clamp(0, width), anchors[:, 3].clamp(0, height)],
-                                dim=1)
+            anchors, scores, deltas = head.dense_scores(
+                model.sppn_neck(model.extract_feat(inputs)))
+            # Fixed anchors: zero deltas, so this only clips, as the head does.
+            boxes = head.bbox_coder.decode(anchors, deltas[0], max_shape=(height, width))
             label = sample.gt_label.reshape(1)
             ce = torch.cat([
                 model.single_box_ce(inputs, chunk[None], label)[0]

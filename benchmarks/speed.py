@@ -401,20 +401,12 @@ class DAFSteps:
 
     def stage_sppn(self) -> None:
         self.model.train()
-        feats = _leaves(self.student.feats)
-        if self.model.sppn_detach_input:
-            # As in the step: no gradient back to the backbone features.
-            feats = tuple(feat.detach() for feat in feats)
-        head = self.model.sppn_head
         with self.autocast():
-            fpn_feats = self.model.sppn_neck(feats)
-            if head.rank_samples > 0:  # as in the training step
-                outputs = head.propose_and_sample(fpn_feats, (self.height, self.width),
-                                                  self.student.object_mask)
-            else:
-                outputs = head.propose(fpn_feats, (self.height, self.width),
-                                       self.student.object_mask)
-        self._backward(sum(output.float().sum() for output in outputs))
+            outputs = self.model.propose_parts(_leaves(self.student.feats),
+                                               (self.height, self.width),
+                                               self.student.object_mask)
+        self._backward(sum(output.float().sum() for output in outputs
+                           if output is not None))
 
     def sppn_detail(self, warmup: int, repeats: int) -> Dict[str, float]:
         """Forward-only split of the SPPN stage (median seconds, no grad).

@@ -308,21 +308,35 @@ class DAFClassifier(BaseClassifier):
             heatmap, object_mask, object_area = heat.heatmap, heat.object_mask, \
                 heat.object_area
 
-        boxes = box_scores = sample_boxes = sample_scores = None
+        parts = (None, None, None, None)
         if self.with_sppn:
-            sppn_feats = feats
-            if self.sppn_detach_input:
-                sppn_feats = tuple(feat.detach() for feat in feats)
-            sppn_feats = self.sppn_neck(sppn_feats)
-            if self.training and self.sppn_head.rank_samples > 0:
-                boxes, box_scores, sample_boxes, sample_scores = \
-                    self.sppn_head.propose_and_sample(sppn_feats, (height, width),
-                                                      object_mask)
-            else:
-                boxes, box_scores = self.sppn_head.propose(sppn_feats, (height, width),
-                                                           object_mask)
-        return StudentOutput(feats, logits, heatmap, object_mask, object_area, boxes,
-                             box_scores, sample_boxes, sample_scores)
+            parts = self.propose_parts(feats, (height, width), object_mask)
+        return StudentOutput(feats, logits, heatmap, object_mask, object_area, *parts)
+
+    def propose_parts(self, feats: Sequence[Tensor], img_shape: Tuple[int, int],
+                      object_mask: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
+        """The SPPN on the student stages: FPN, then top-N proposals and, in
+        training with ``rank_samples``, the sampled anchors of the same dense
+        pass.
+
+        Args:
+            feats (Sequence[Tensor]): student stages (C3, C4, C5); detached
+                first under ``sppn_detach_input``.
+            img_shape (Tuple[int, int]): (H, W) of the input.
+            object_mask (Tensor, optional): (B, 1, h, w) bool object mask.
+
+        Returns:
+            tuple: ``boxes`` (B, N, 4), ``box_scores`` (B, N), ``sample_boxes``
+            (B, K, 4) and ``sample_scores`` (B, K), the last two None unless
+            sampling.
+        """
+        if self.sppn_detach_input:
+            feats = tuple(feat.detach() for feat in feats)
+        sppn_feats = self.sppn_neck(feats)
+        if self.training and self.sppn_head.rank_samples > 0:
+            return self.sppn_head.propose_and_sample(sppn_feats, img_shape, object_mask)
+        boxes, box_scores = self.sppn_head.propose(sppn_feats, img_shape, object_mask)
+        return boxes, box_scores, None, None
 
     def part_logits(self, inputs: Tensor, boxes: Tensor,
                     clean_bn_stats: Optional[dict] = None) -> Tensor:

@@ -190,9 +190,7 @@ class SPPNHead(BaseModule):
             sorted by score descending; both carry gradient (boxes to the
             regression branch, scores to the score branch).
         """
-        dense = self.dense_scores(feats)
-        is_candidate = self.anchor_candidates(dense[0], img_shape, object_mask,
-                                              dense[1].shape[0])
+        dense, is_candidate = self._dense_candidates(feats, img_shape, object_mask)
         return self._top_n(dense, is_candidate, img_shape)
 
     def propose_and_sample(self,
@@ -207,13 +205,19 @@ class SPPNHead(BaseModule):
             tuple: ``boxes`` (B, N, 4), ``scores`` (B, N), ``sample_boxes``
             (B, K, 4), ``sample_scores`` (B, K); all keep their graph.
         """
-        dense = self.dense_scores(feats)
-        is_candidate = self.anchor_candidates(dense[0], img_shape, object_mask,
-                                              dense[1].shape[0])
+        dense, is_candidate = self._dense_candidates(feats, img_shape, object_mask)
         boxes, scores = self._top_n(dense, is_candidate, img_shape)
         sample_boxes, sample_scores = self._draw(dense, is_candidate, img_shape,
                                                  self.rank_samples)
         return boxes, scores, sample_boxes, sample_scores
+
+    def _dense_candidates(self, feats: Sequence[Tensor], img_shape: Tuple[int, int],
+                          object_mask: Optional[Tensor]
+                          ) -> Tuple[Tuple[Tensor, Tensor, Tensor], Tensor]:
+        """:meth:`dense_scores` and the (B, M) candidate mask of its anchors."""
+        dense = self.dense_scores(feats)
+        return dense, self.anchor_candidates(dense[0], img_shape, object_mask,
+                                             dense[1].shape[0])
 
     def _top_n(self, dense: Tuple[Tensor, Tensor, Tensor], is_candidate: Tensor,
                img_shape: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
@@ -289,9 +293,7 @@ class SPPNHead(BaseModule):
         num_samples = self.rank_samples if num_samples is None else num_samples
         if num_samples < 1:
             raise ValueError(f'num_samples must be >= 1, got {num_samples}')
-        dense = self.dense_scores(feats)
-        is_candidate = self.anchor_candidates(dense[0], img_shape, object_mask,
-                                              dense[1].shape[0])
+        dense, is_candidate = self._dense_candidates(feats, img_shape, object_mask)
         return self._draw(dense, is_candidate, img_shape, num_samples, generator)
 
     def _draw(self, dense: Tuple[Tensor, Tensor, Tensor], is_candidate: Tensor,
