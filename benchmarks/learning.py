@@ -11,6 +11,8 @@ evaluates the FINAL-epoch checkpoint (never the best epoch) on the test split:
 
 - top-1 and mean per-class accuracy of the model's prediction (the fused score
   for the complete DAF; its student stream's top-1 is reported as well);
+- the same model's top-1 on the training split (and its student stream's),
+  read through the test pipeline: whether the row fitted its training images;
 - the part hit rate: the fraction of the N proposed boxes whose centre lies
   inside a ground-truth part region (``parts/part_boxes.txt``, all parts,
   boundaries included), against the same for random boxes of the same
@@ -32,7 +34,7 @@ baseline), so that one switch can be measured at a time, e.g.
 ``--cfg-options model.part_bn=shared``.
 
 The defaults are the full run (3 seeds, all five rows; see ``parse_args``),
-sized for about 40 minutes on 2 idle CPU cores; docs/benchmarks.md gives the
+about 18 minutes on 2 idle CPU cores; docs/benchmarks.md gives the
 measured times. Usage::
 
     python benchmarks/learning.py --out work_dirs/learning/full.json   # full
@@ -71,9 +73,10 @@ ANCHOR_BASE_SCALE_AT_64 = 1.25
 # The benchmark preset (see docs/benchmarks.md for how it was chosen).
 NUM_CLASSES = 8
 TRAIN_PER_CLASS = 60
-TEST_PER_CLASS = 25
+TEST_PER_CLASS = 100
 EPOCHS = 8
-METRICS = ('top1', 'mean_class_acc', 'student_top1', 'teacher_top1', 'hit_rate', 'random_hit_rate',
+METRICS = ('top1', 'mean_class_acc', 'student_top1', 'teacher_top1', 'train_top1',
+           'student_train_top1', 'hit_rate', 'random_hit_rate',
            'part_in_box_rate', 'random_part_in_box_rate', 'score_abs_mean',
            'score_abs_max', 'border_box_rate')
 
@@ -372,6 +375,16 @@ def build_test_loader(cfg, data_root: str, **overrides):
     return Runner.build_dataloader(loader_cfg)
 
 
+def predicted_samples(model, loader):
+    """Yield the model's predicted DataSample of every image of ``loader``."""
+    import torch
+
+    with torch.no_grad():
+        for data in loader:
+            data = model.data_preprocessor(data, False)
+            yield from model(**data, mode='predict')
+
+
 def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
                         num_classes: int, random_draws: int) -> dict:
     """Accuracies and part hit rates of one checkpoint on the test split.
@@ -379,8 +392,6 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
     ``config_file`` is the config the Runner dumped into the run's work dir
     (with the run's ``--cfg-options`` applied), or that work dir.
     """
-    import torch
-
     if osp.isdir(config_file):  # a work dir: the one config the Runner dumped
         dumped = [f for f in os.listdir(config_file) if f.endswith('.py')]
         if len(dumped) != 1:
@@ -394,25 +405,23 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
 
     preds, student_preds, teacher_preds, gts = [], [], [], []
     boxes_per_image, img_shapes, abs_scores, border_boxes = {}, {}, [], []
-    with torch.no_grad():
-        for data in loader:
-            data = model.data_preprocessor(data, False)
-            for sample in model(**data, mode='predict'):
-                preds.append(int(sample.pred_label))
-                gts.append(int(sample.gt_label))
-                if 'student_score' in sample:
-                    student_preds.append(int(sample.student_score.argmax()))
-                if 'teacher_score' in sample:
-                    teacher_preds.append(int(sample.teacher_score.argmax()))
-                if 'part_boxes' in sample:
-                    image_id = image_ids[osp.relpath(sample.img_path, images_dir)]
-                    boxes_per_image[image_id] = sample.part_boxes.cpu().numpy()
-                    img_shapes[image_id] = tuple(sample.img_shape[:2])
-                    abs_scores += sample.part_scores.abs().tolist()
-                    border_boxes += touches_border(boxes_per_image[image_id],
-                                                   img_shapes[image_id]).tolist()
+    for sample in predicted_samples(model, loader):
+        preds.append(int(sample.pred_label))
+        gts.append(int(sample.gt_label))
+        if 'student_score' in sample:
+            student_preds.append(int(sample.student_score.argmax()))
+        if 'teacher_score' in sample:
+            teacher_preds.append(int(sample.teacher_score.argmax()))
+        if 'part_boxes' in sample:
+            image_id = image_ids[osp.relpath(sample.img_path, images_dir)]
+            boxes_per_image[image_id] = sample.part_boxes.cpu().numpy()
+            img_shapes[image_id] = tuple(sample.img_shape[:2])
+            abs_scores += sample.part_scores.abs().tolist()
+            border_boxes += touches_border(boxes_per_image[image_id],
+                                           img_shapes[image_id]).tolist()
     result = dict(checkpoint=checkpoint, num_test=len(gts),
                   **accuracies(preds, gts, num_classes))
+    result.update(train_split_accuracy(cfg, model, data_root, num_classes))
     result['student_top1'] = (accuracies(student_preds, gts, num_classes)['top1']
                               if student_preds else None)
     result['teacher_top1'] = (accuracies(teacher_preds, gts, num_classes)['top1']
@@ -432,6 +441,29 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
                       random_part_in_box_rate=None, score_abs_mean=None,
                       score_abs_max=None, border_box_rate=None)
     return result
+
+
+def train_split_accuracy(cfg, model, data_root: str, num_classes: int) -> dict:
+    """How well the final model fits its own training images.
+
+    ``train_top1`` (the prediction) and ``student_train_top1`` (the student
+    stream, None for a plain classifier) on the training split, read through
+    the test pipeline (no augmentation). A row whose training accuracy stays
+    far below the baseline's has not converged in the schedule, and its test
+    accuracy says as much about the schedule as about the method.
+    """
+    loader = build_test_loader(cfg, data_root,
+                               dataset=dict(cfg.test_dataloader.dataset, split='train',
+                                            data_root=data_root))
+    preds, student_preds, gts = [], [], []
+    for sample in predicted_samples(model, loader):
+        preds.append(int(sample.pred_label))
+        gts.append(int(sample.gt_label))
+        if 'student_score' in sample:
+            student_preds.append(int(sample.student_score.argmax()))
+    return dict(train_top1=accuracies(preds, gts, num_classes)['top1'],
+                student_train_top1=(accuracies(student_preds, gts, num_classes)['top1']
+                                    if student_preds else None))
 
 
 # ----------------------------------------------------------------------------
@@ -484,6 +516,7 @@ def format_table(result: dict) -> str:
 
     columns = [('top-1 %', 'top1', True), ('mean cls %', 'mean_class_acc', True),
                ('student %', 'student_top1', True), ('teacher %', 'teacher_top1', True),
+               ('train %', 'train_top1', True), ('st. train %', 'student_train_top1', True),
                ('hit %', 'hit_rate', True), ('random', 'random_hit_rate', True),
                ('part-in %', 'part_in_box_rate', True),
                ('random', 'random_part_in_box_rate', True), ('train s', 'train_s', False)]

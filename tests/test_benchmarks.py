@@ -105,6 +105,44 @@ def test_accuracies_top1_and_mean_per_class():
     assert result['mean_class_acc'] == pytest.approx((1.0 + 0.75) / 2)
 
 
+class _PredictsClassZero(torch.nn.Module):
+    """Stand-in classifier: predicts class 0 (student stream: class 1) and
+    counts the images it saw."""
+
+    def __init__(self):
+        super().__init__()
+        from mmpretrain.models import ClsDataPreprocessor
+        self.data_preprocessor = ClsDataPreprocessor(num_classes=4)
+        self.seen_paths = []
+
+    def forward(self, inputs, data_samples, mode):
+        assert mode == 'predict'
+        for sample in data_samples:
+            self.seen_paths.append(sample.img_path)
+            sample.set_pred_label(torch.tensor([0]))
+            sample.set_field(torch.tensor([0.1, 0.9, 0.0, 0.0]), 'student_score',
+                             field_type='data')
+        return data_samples
+
+
+def test_train_split_accuracy_reads_the_training_images(tmp_path):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmdaf.datasets import make_synthetic_fgvc
+    init_default_scope('mmpretrain')
+    data_root = str(tmp_path / 'set')
+    make_synthetic_fgvc(data_root, num_classes=4, train_per_class=3, test_per_class=1,
+                        img_size=32, seed=0)
+    cfg = Config.fromfile(config_path('_base_/datasets/synthetic_fgvc.py'))
+    model = _PredictsClassZero()
+    result = learning.train_split_accuracy(cfg, model, data_root, num_classes=4)
+    # 12 training images, 3 per class: class 0 is 1/4 of them, class 1 too.
+    assert len(model.seen_paths) == 12
+    assert result == dict(train_top1=pytest.approx(0.25),
+                          student_train_top1=pytest.approx(0.25))
+
+
 def test_summarise_mean_and_sample_std():
     stats = learning.summarise([0.5, 0.7, 0.9])
     assert stats['mean'] == pytest.approx(0.7)
