@@ -188,9 +188,11 @@ def close_distributed() -> None:
     exits with its gloo process group alive can abort at interpreter teardown
     (``terminate called without an active exception``, SIGABRT) while gloo's
     worker threads still hold tensors; under load this made a finished
-    two-process run exit non-zero. Destroying the group is local (no
-    collective), so ranks that finish at different times do not wait for each
-    other. Does nothing outside a distributed run.
+    two-process run exit non-zero. A barrier comes first: a rank that closed
+    its connections while its peer still waited on the last collective (the
+    final validation's gather) made the peer abort the same way. Does nothing
+    outside a distributed run.
     """
     if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.barrier()
         torch_dist.destroy_process_group()
