@@ -217,3 +217,29 @@ def test_config_trains_one_step_and_predicts(name, stand_in_checkpoints):
                 assert sample.heatmap.shape == (1, size // 8, size // 8)
             if cfg.model.get('teacher') is not None:
                 assert sample.teacher_score.shape == (num_classes, )
+
+
+SYNTHETIC_R18_CONFIGS = ['ablation/r18_baseline_synthetic.py', 'ablation/r18_sppn_synthetic.py',
+                         'daf_r18_synthetic.py']
+
+
+@pytest.mark.parametrize('name', SYNTHETIC_R18_CONFIGS)
+def test_synthetic_backbones_end_at_stride_16(name):
+    """At 64 px the synthetic configs' C5 (student, teacher, baseline) is 4x4,
+    not the 2x2 of stride 32; the CUB config keeps stride 32 (14x14 at 448)."""
+    init_default_scope('mmpretrain')
+    model_cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', name)).model
+    backbones = {'backbone': (model_cfg.backbone, 3)}
+    if model_cfg.get('teacher') is not None:
+        backbones['teacher'] = (model_cfg.teacher.backbone, 5)
+    for role, (cfg, in_channels) in backbones.items():
+        cfg = dict(cfg, init_cfg=None)
+        backbone = MODELS.build(cfg)
+        backbone.eval()  # mmpretrain's ResNet.train returns None, so no chaining
+        with torch.no_grad():
+            c5 = backbone(torch.zeros(1, in_channels, 64, 64))[-1]
+        assert tuple(c5.shape) == (1, 256, 4, 4), (name, role)
+
+    cub = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'daf_r50_cub.py')).model
+    for cfg in (cub.backbone, cub.teacher.backbone):
+        assert cfg.get('strides', (1, 2, 2, 2)) == (1, 2, 2, 2)
