@@ -24,11 +24,11 @@ parts are; ``sppn4`` near ``oracle4`` says the SPPN learned it. Usage::
         work_dirs/demo/epoch_10.pth --data-root data/synthetic_fgvc
 """
 import argparse
-import json
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
 
+import mmengine
 import numpy as np
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -179,8 +179,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     result = measure(args.config, args.checkpoint, args.data_root, args.max_images)
     print(format_summary(result))
     if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=2)
+        mmengine.dump(result, args.out, indent=2)
         print(f'wrote {args.out}')
     return result
 

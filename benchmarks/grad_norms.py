@@ -17,10 +17,11 @@ Usage::
 """
 import argparse
 import copy
-import json
 import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
+
+import mmengine
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
@@ -131,8 +132,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
                      args.cfg_options)
     print(format_table(result))
     if args.out:
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=2)
+        mmengine.dump(result, args.out, indent=2)
     return result
 
 

@@ -54,6 +54,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
+import mmengine
 import numpy as np
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -301,8 +302,7 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
                            stderr=subprocess.STDOUT)
         record['train_s'] = time.perf_counter() - start
         record['loadavg_train_end'] = list(os.getloadavg())
-        with open(record_path, 'w') as f:
-            json.dump(record, f, indent=2)
+        mmengine.dump(record, record_path, indent=2)
     checkpoint = osp.join(work_dir, f'epoch_{args.epochs}.pth')
     eval_out = osp.join(work_dir, 'final_epoch_eval.json')
     # The Runner dumps the merged config into the work dir under its own name.
@@ -578,8 +578,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.evaluate:
         result = evaluate_checkpoint(args.evaluate, args.checkpoint, args.data_root,
                                      args.num_classes, args.random_draws)
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=2)
+        mmengine.dump(result, args.out, indent=2)
         return result
 
     for name in args.configs:
@@ -628,9 +627,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print(f"wall {result['wall_s']:.0f} s; load average start "
           f"{loadavg_start[0]:.2f}, end {result['machine']['loadavg_end'][0]:.2f}")
     if args.out:
-        os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
-        with open(args.out, 'w') as f:
-            json.dump(result, f, indent=2)
+        mmengine.dump(result, args.out, indent=2)
         print(f'wrote {args.out}')
     return result
 

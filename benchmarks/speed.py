@@ -39,7 +39,6 @@ values except through the number of SPPN candidates that enter NMS.
 """
 import argparse
 import copy
-import json
 import os
 import os.path as osp
 import platform
@@ -49,6 +48,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from typing import Callable, Dict, List, Optional, Sequence
 
+import mmengine
 import torch
 import torch.nn.functional as F
 from mmengine.config import DictAction
@@ -848,9 +848,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
 def _write_json(result: dict, path: Optional[str]) -> None:
     if not path:
         return
-    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
-    with open(path, 'w') as f:
-        json.dump(result, f, indent=2)
+    mmengine.dump(result, path, indent=2)
     print(f'wrote {path}')
 
 
