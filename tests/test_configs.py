@@ -220,6 +220,7 @@ def test_config_trains_one_step_and_predicts(name, stand_in_checkpoints):
 
 
 SYNTHETIC_R18_CONFIGS = ['ablation/r18_baseline_synthetic.py', 'ablation/r18_sppn_synthetic.py',
+                         'ablation/r18_daf_no-attention_synthetic.py',
                          'daf_r18_synthetic.py']
 
 

@@ -20,6 +20,7 @@ from ..utils.batch_norm_stats import (
 from ..utils.part_images import boxes_to_saliency_mask
 
 LOSS_GROUPS = ('student', 'teacher', 'fusion')
+DISTILL_GATES = ('all', 'teacher_correct', 'teacher_better')
 
 
 class StudentOutput(NamedTuple):
@@ -68,6 +69,37 @@ def make_hint_regressor(student_channels: int, teacher_channels: int) -> nn.Modu
         nn.BatchNorm2d(teacher_channels))
 
 
+def distill_gate(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
+                 mode: str) -> Tensor:
+    """Per-sample weights of the distillation losses, from detached logits.
+
+    Args:
+        student_logits (Tensor): (B, K) z_s.
+        teacher_logits (Tensor): (B, K) z_t.
+        labels (Tensor): (B,) ground-truth classes.
+        mode (str): ``'all'`` keeps every sample (the paper);
+            ``'teacher_correct'`` keeps the samples whose teacher top-1 is the
+            ground truth; ``'teacher_better'`` those where the teacher gives
+            the ground truth a higher probability than the student does.
+
+    Returns:
+        Tensor: (B,) float weights in {0, 1}.
+    """
+    if mode == 'all':
+        return student_logits.new_ones(student_logits.shape[0])
+    teacher_logits = teacher_logits.detach().float()
+    if mode == 'teacher_correct':
+        keep = teacher_logits.argmax(dim=1) == labels
+    elif mode == 'teacher_better':
+        teacher_prob = teacher_logits.softmax(dim=1).gather(1, labels[:, None])
+        student_prob = student_logits.detach().float().softmax(dim=1).gather(
+            1, labels[:, None])
+        keep = (teacher_prob > student_prob).squeeze(1)
+    else:
+        raise ValueError(f'distill gate must be one of {DISTILL_GATES}, got {mode!r}')
+    return keep.to(student_logits.dtype)
+
+
 def global_average_pool(feat: Tensor) -> Tensor:
     """(B, C, h, w) -> (B, C)."""
     return feat.mean(dim=(2, 3))
@@ -92,7 +124,8 @@ class Teacher(BaseModule):
         self.neck = _build(neck)
         self.head = _build(head)
 
-    def forward(self, teacher_input: Tensor, saliency_mask: Tensor) -> TeacherOutput:
+    def forward(self, teacher_input: Tensor,
+                saliency_mask: Optional[Tensor]) -> TeacherOutput:
         feats = self.backbone(teacher_input)
         pooled, grouping_loss = self.neck(
             feats, saliency_mask=saliency_mask, return_grouping_loss=True)
@@ -174,9 +207,17 @@ class DAFClassifier(BaseClassifier):
         teacher (dict, optional): ``dict(backbone=..., neck=..., head=...)``,
             see :class:`Teacher`.
         distill (dict, optional): ``dict(student_channels, teacher_channels,
-            student_index=1, teacher_index=0, loss_hint=..., loss_soft=...)``.
-            ``student_index``/``teacher_index`` pick the hint stage (C4) from
-            the two backbones' outputs. The regressor is a 1x1 conv + BN.
+            student_index=1, teacher_index=0, loss_hint=..., loss_soft=...,
+            gate='all')``. ``student_index``/``teacher_index`` pick the hint
+            stage (C4) from the two backbones' outputs. The regressor is a 1x1
+            conv + BN. ``gate`` picks the samples both distillation losses act
+            on (:func:`distill_gate`): ``'all'`` (the paper),
+            ``'teacher_correct'`` or ``'teacher_better'``; the share kept is
+            logged as ``distill_kept``.
+        teacher_attention (bool): False gives the teacher the image only: its
+            heatmap and saliency channels are zeros and its neck gets no
+            saliency mask (no part attention filter). The control for
+            whether the dual attention matters. Defaults to True.
         fusion_head (dict, optional): ``ClassScoreFusionHead`` config.
         fusion_detach_inputs (bool): whether the fusion loss stops at the
             student and teacher logits (train only the fusion layer) or also
@@ -200,6 +241,7 @@ class DAFClassifier(BaseClassifier):
                  loss_concentrate: Optional[dict] = None,
                  teacher: Optional[dict] = None,
                  distill: Optional[dict] = None,
+                 teacher_attention: bool = True,
                  fusion_head: Optional[dict] = None,
                  fusion_detach_inputs: bool = False,
                  loss_weights: Optional[Dict[str, float]] = None,
@@ -252,9 +294,14 @@ class DAFClassifier(BaseClassifier):
             self.loss_soft = _build(
                 distill.pop('loss_soft', dict(type='SoftTargetLoss', temperature=4.0)))
             self.distill_cfg = dict(student_index=distill.pop('student_index', 1),
-                                    teacher_index=distill.pop('teacher_index', 0))
+                                    teacher_index=distill.pop('teacher_index', 0),
+                                    gate=distill.pop('gate', 'all'))
+            if self.distill_cfg['gate'] not in DISTILL_GATES:
+                raise ValueError(f'DAFClassifier: distill.gate must be one of '
+                                 f'{DISTILL_GATES}, got {self.distill_cfg["gate"]!r}')
             if distill:
                 raise ValueError(f'DAFClassifier: unknown distill keys {sorted(distill)}')
+        self.teacher_attention = teacher_attention
         self.fusion_head = _build(fusion_head)
         self.fusion_detach_inputs = fusion_detach_inputs
 
@@ -404,17 +451,23 @@ class DAFClassifier(BaseClassifier):
             return record_batch_norm_stats(self.backbone)
         return nullcontext({})
 
-    def teacher_input(self, inputs: Tensor, student: StudentOutput) -> Tuple[Tensor, Tensor]:
+    def teacher_input(self, inputs: Tensor,
+                      student: StudentOutput) -> Tuple[Tensor, Optional[Tensor]]:
         """The teacher's 5-channel input and the saliency mask.
 
         Channel 4 is the location heatmap upsampled to the input (all ones
         without LHM); channel 5 the union of the N part boxes (all ones without
-        SPPN).
+        SPPN). Without ``teacher_attention`` both are zeros and the mask is
+        None.
 
         Returns:
-            tuple: (B, 5, H, W) teacher input, (B, 1, H, W) saliency mask.
+            tuple: (B, 5, H, W) teacher input, (B, 1, H, W) saliency mask or
+            None.
         """
         batch_size, _, height, width = inputs.shape
+        if not self.teacher_attention:
+            no_attention = inputs.new_zeros((batch_size, 2, height, width))
+            return torch.cat([inputs, no_attention], dim=1), None
         if student.heatmap is not None:
             heatmap = F.interpolate(student.heatmap.detach().to(inputs.dtype),
                                     size=(height, width), mode='bilinear',
@@ -493,10 +546,16 @@ class DAFClassifier(BaseClassifier):
             losses['loss_group'] = weight_t * teacher.grouping_loss
 
         if self.with_distill:
+            gate = distill_gate(student.logits, teacher.logits, labels,
+                                self.distill_cfg['gate'])
             hint_pred = self.hint_regressor(student.feats[self.distill_cfg['student_index']])
             hint = teacher.feats[self.distill_cfg['teacher_index']]
-            losses['loss_hint'] = weight_s * self.loss_hint(hint_pred, hint)
-            losses['loss_soft'] = weight_s * self.loss_soft(student.logits, teacher.logits)
+            gate_weight = None if self.distill_cfg['gate'] == 'all' else gate
+            losses['loss_hint'] = weight_s * self.loss_hint(hint_pred, hint,
+                                                            weight=gate_weight)
+            losses['loss_soft'] = weight_s * self.loss_soft(
+                student.logits, teacher.logits, weight=gate_weight)
+            losses['distill_kept'] = gate.mean()
 
         if self.with_fusion:
             fused = self.fused_logits(student.logits, teacher.logits)

@@ -1,4 +1,6 @@
 """Hint loss of DAF-net's distillation (paper sections 3.5 and 3.7.3)."""
+from typing import Optional
+
 import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
@@ -10,7 +12,9 @@ class HintLoss(nn.Module):
     """MSE between the student's regressed feature and the teacher's hint.
 
     ``loss = loss_weight * mean((regressor_output - hint)**2)`` over all
-    elements (FitNets' hint learning). The hint is detached here, so the
+    elements (FitNets' hint learning). With a per-sample ``weight`` (B,),
+    each sample's mean squared error is multiplied by its weight and the
+    result averaged over the B samples. The hint is detached here, so the
     gradient only reaches the student side.
 
     Args:
@@ -21,13 +25,15 @@ class HintLoss(nn.Module):
         super().__init__()
         self.loss_weight = loss_weight
 
-    def forward(self, regressor_output: Tensor, hint: Tensor) -> Tensor:
+    def forward(self, regressor_output: Tensor, hint: Tensor,
+                weight: Optional[Tensor] = None) -> Tensor:
         """Compute the hint loss.
 
         Args:
             regressor_output (Tensor): Student guided-layer feature after the
                 regressor, shape (B, C, h, w).
             hint (Tensor): Teacher hint-layer feature, same shape.
+            weight (Tensor, optional): (B,) per-sample weights; detached here.
 
         Returns:
             Tensor: Scalar loss.
@@ -36,4 +42,12 @@ class HintLoss(nn.Module):
             raise ValueError(
                 'regressor_output and hint must have the same shape, got '
                 f'{tuple(regressor_output.shape)} and {tuple(hint.shape)}')
-        return self.loss_weight * F.mse_loss(regressor_output, hint.detach())
+        if weight is None:
+            return self.loss_weight * F.mse_loss(regressor_output, hint.detach())
+        if weight.shape != regressor_output.shape[:1]:
+            raise ValueError(f'weight must have shape (B,) = '
+                             f'{tuple(regressor_output.shape[:1])}, got '
+                             f'{tuple(weight.shape)}')
+        squared_error = (regressor_output - hint.detach())**2
+        per_sample = squared_error.flatten(1).mean(dim=1)
+        return self.loss_weight * (per_sample * weight.detach().to(per_sample)).mean()

@@ -1,4 +1,6 @@
 """Soft-target loss of DAF-net's distillation (paper sections 3.5, 3.7.3)."""
+from typing import Optional
+
 import torch.nn as nn
 import torch.nn.functional as F
 from mmpretrain.registry import MODELS
@@ -10,7 +12,10 @@ class SoftTargetLoss(nn.Module):
     """Knowledge-distillation soft-target loss (Hinton et al.).
 
     ``loss = loss_weight * T**2 * KL(softmax(z_t / T) || softmax(z_s / T))``
-    summed over classes and averaged over the batch ("batchmean"). The T**2
+    summed over classes and averaged over the batch ("batchmean"; with a
+    per-sample ``weight``, the weighted sum divided by B, so that a sample
+    with weight 0 contributes nothing and the loss shrinks with the share of
+    samples kept). The T**2
     factor keeps the gradient scale independent of T. The teacher logits are
     detached here, so the gradient only reaches the student.
 
@@ -26,12 +31,15 @@ class SoftTargetLoss(nn.Module):
         self.temperature = temperature
         self.loss_weight = loss_weight
 
-    def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor,
+                weight: Optional[Tensor] = None) -> Tensor:
         """Compute the soft-target loss.
 
         Args:
             student_logits (Tensor): z_s of shape (B, K).
             teacher_logits (Tensor): z_t of shape (B, K).
+            weight (Tensor, optional): (B,) per-sample weights (e.g. the
+                distillation gate of ``DAFClassifier``); detached here.
 
         Returns:
             Tensor: Scalar loss.
@@ -45,9 +53,16 @@ class SoftTargetLoss(nn.Module):
         student_log_probs = F.log_softmax(student_logits / self.temperature, dim=1)
         teacher_log_probs = F.log_softmax(
             teacher_logits.detach() / self.temperature, dim=1)
-        kl = F.kl_div(
-            student_log_probs,
-            teacher_log_probs,
-            reduction='batchmean',
-            log_target=True)
-        return self.loss_weight * self.temperature**2 * kl
+        kl_per_sample = F.kl_div(
+            student_log_probs, teacher_log_probs, reduction='none',
+            log_target=True).sum(dim=1)
+        if weight is not None:
+            _check_weight(weight, kl_per_sample)
+            kl_per_sample = kl_per_sample * weight.detach().to(kl_per_sample)
+        return self.loss_weight * self.temperature**2 * kl_per_sample.mean()
+
+
+def _check_weight(weight: Tensor, per_sample: Tensor) -> None:
+    if weight.shape != per_sample.shape:
+        raise ValueError(f'weight must have shape (B,) = {tuple(per_sample.shape)}, '
+                         f'got {tuple(weight.shape)}')

@@ -255,11 +255,16 @@ class PartImageGenerator(nn.Module):
             cross entropies rank the boxes alone (with noise, a box whose
             neighbours cover parts scores worse because the noise erases
             them).
+        zoom_context (float): 0 (default, the paper) keeps the part image's
+            geometry. A positive value resamples each composed part image so
+            that a square of ``zoom_context`` times its box's longer side,
+            centred on the box, fills it (:func:`zoom_on_boxes`): the part at
+            more pixels, as NTS-Net's resized crops, with its blurred context.
     """
 
     def __init__(self, blur_sigma_ratio: float = 1 / 50, noise_std: float = 1.0,
                  scale: float = 1.0, soft_edge: float = 0.0,
-                 other_boxes: str = 'noise'):
+                 other_boxes: str = 'noise', zoom_context: float = 0.0):
         super().__init__()
         if blur_sigma_ratio < 0:
             raise ValueError(
@@ -273,7 +278,10 @@ class PartImageGenerator(nn.Module):
         if other_boxes not in OTHER_BOX_MODES:
             raise ValueError(f'other_boxes must be one of {OTHER_BOX_MODES}, got '
                              f'{other_boxes!r}')
+        if zoom_context < 0:
+            raise ValueError(f'zoom_context must be >= 0, got {zoom_context}')
         self.other_boxes = other_boxes
+        self.zoom_context = zoom_context
         self.blur_sigma_ratio = blur_sigma_ratio
         self.noise_std = noise_std
         self.scale = scale
@@ -296,6 +304,8 @@ class PartImageGenerator(nn.Module):
         else:
             parts = make_part_images(imgs, boxes.detach(), blur_sigma,
                                      self.noise_std, generator, self.other_boxes)
+        if self.zoom_context > 0:
+            parts = zoom_on_boxes(parts, boxes, self.zoom_context)
         if self.scale != 1.0:
             parts = F.interpolate(parts, scale_factor=self.scale, mode='bilinear',
                                   align_corners=False)
@@ -315,6 +325,45 @@ class PartImageGenerator(nn.Module):
         in_box = boxes_to_soft_pixel_masks(boxes.to(imgs.dtype), imgs.shape[-2:],
                                            self.soft_edge)
         return compose_soft_part_images(imgs, blurred, noisy, in_box)
+
+
+def zoom_on_boxes(part_imgs: Tensor, boxes: Tensor, context: float) -> Tensor:
+    """Resample each part image around its own box, to the same size.
+
+    Part image ``b * N + i`` is resampled (bilinear) so that a square window
+    of side ``context * max(w_i, h_i)``, centred on box ``i`` of image ``b``,
+    fills the output; the window may extend past the image, where the border
+    pixels repeat. NTS-Net's crops work this way: the part is seen at more
+    pixels than in the full image.
+
+    Args:
+        part_imgs (Tensor): (B * N, C, H, W) composed part images.
+        boxes (Tensor): (B, N, 4) xyxy in input pixels; detached here.
+        context (float): window side over the box's longer side, > 0.
+
+    Returns:
+        Tensor: (B * N, C, H, W).
+    """
+    _check_boxes(boxes)
+    if part_imgs.shape[0] != boxes.shape[0] * boxes.shape[1]:
+        raise ValueError(f'part_imgs has {part_imgs.shape[0]} images, boxes '
+                         f'{boxes.shape[0]} x {boxes.shape[1]}')
+    height, width = part_imgs.shape[-2:]
+    boxes = boxes.detach().reshape(-1, 4).to(part_imgs.dtype)
+    centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
+    centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
+    side = context * torch.maximum(boxes[:, 2] - boxes[:, 0],
+                                   boxes[:, 3] - boxes[:, 1]).clamp(min=1.0)
+    # affine_grid maps output coordinates in [-1, 1] to input ones
+    # (align_corners=False: -1 and 1 are the outer pixel edges).
+    theta = part_imgs.new_zeros((boxes.shape[0], 2, 3))
+    theta[:, 0, 0] = side / width
+    theta[:, 0, 2] = 2 * centre_x / width - 1
+    theta[:, 1, 1] = side / height
+    theta[:, 1, 2] = 2 * centre_y / height - 1
+    grid = F.affine_grid(theta, list(part_imgs.shape), align_corners=False)
+    return F.grid_sample(part_imgs, grid, mode='bilinear', padding_mode='border',
+                         align_corners=False)
 
 
 def _check_boxes(boxes: Tensor) -> None:

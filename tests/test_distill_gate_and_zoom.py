@@ -1,0 +1,141 @@
+"""The switches added for the student's gain, each on hand-made inputs: the
+distillation gate (per-sample weights of both distillation losses), the
+teacher without attention inputs, and part images zoomed on their box."""
+import math
+
+import pytest
+import torch
+from test_daf_classifier import batch, build, hand_student_output
+
+from mmdaf.models.classifiers.daf_classifier import distill_gate
+from mmdaf.models.losses import HintLoss, SoftTargetLoss
+from mmdaf.models.utils.part_images import PartImageGenerator, zoom_on_boxes
+
+SIZE = 64
+
+
+# ----------------------------------------------------------------- weighted losses
+def test_soft_target_loss_weights_each_sample_and_divides_by_the_batch():
+    student = torch.zeros(2, 2)
+    teacher = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]])
+    # Sample 0 at T=1: KL((0.75, 0.25) || (0.5, 0.5)) = 0.75 ln 1.5 + 0.25 ln 0.5;
+    # sample 1: the same distribution, KL 0.
+    kl0 = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    loss = SoftTargetLoss(temperature=1.0)
+    assert loss(student, teacher).item() == pytest.approx(kl0 / 2, abs=1e-6)
+    assert loss(student, teacher, weight=torch.tensor([1.0, 0.0])).item() == \
+        pytest.approx(kl0 / 2, abs=1e-6)
+    assert loss(student, teacher, weight=torch.tensor([0.0, 1.0])).item() == 0.0
+    with pytest.raises(ValueError, match=r'weight must have shape \(B,\) = \(2,\)'):
+        loss(student, teacher, weight=torch.ones(3))
+
+
+def test_hint_loss_weights_each_sample_mean_squared_error():
+    pred = torch.tensor([[[[1.0, 3.0]]], [[[2.0, 2.0]]]])  # (2, 1, 1, 2)
+    hint = torch.zeros(2, 1, 1, 2)
+    # Per-sample MSE: (1 + 9) / 2 = 5 and (4 + 4) / 2 = 4.
+    loss = HintLoss(loss_weight=2.0)
+    assert loss(pred, hint).item() == pytest.approx(2.0 * 4.5)
+    assert loss(pred, hint, weight=torch.ones(2)).item() == pytest.approx(2.0 * 4.5)
+    assert loss(pred, hint, weight=torch.tensor([1.0, 0.0])).item() == \
+        pytest.approx(2.0 * 5 / 2)
+    with pytest.raises(ValueError, match='weight must have shape'):
+        loss(pred, hint, weight=torch.ones(2, 1))
+
+
+# ----------------------------------------------------------------------- gate
+def test_distill_gate_keeps_the_samples_the_teacher_gets_right_or_better():
+    labels = torch.tensor([0, 1, 2])
+    teacher = torch.tensor([[2.0, 0.0, 0.0],    # right, p(y) = 0.79
+                            [2.0, 1.0, 0.0],    # wrong, p(y) = 0.24
+                            [0.0, 0.0, 0.1]])   # right, barely: p(y) = 0.36
+    student = torch.tensor([[0.0, 0.0, 5.0],    # p(y) = 0.007
+                            [0.0, 0.0, 0.0],    # p(y) = 0.33
+                            [0.0, 0.0, 3.0]])   # p(y) = 0.91
+    assert distill_gate(student, teacher, labels, 'all').tolist() == [1, 1, 1]
+    assert distill_gate(student, teacher, labels, 'teacher_correct').tolist() == [1, 0, 1]
+    assert distill_gate(student, teacher, labels, 'teacher_better').tolist() == [1, 0, 0]
+    with pytest.raises(ValueError, match="distill gate must be one of"):
+        distill_gate(student, teacher, labels, 'confident')
+
+
+def test_gated_distillation_losses_act_only_on_kept_samples():
+    model = build(distill=dict(student_channels=128, teacher_channels=128,
+                               gate='teacher_correct'))
+    data = batch()
+    # A teacher that is wrong on every image: nothing is distilled.
+    # The teacher's logits are its head's bias: class 2, while the labels of
+    # the two images are 0 and 1.
+    with torch.no_grad():
+        model.teacher.head.fc.weight.zero_()
+        model.teacher.head.fc.bias.copy_(torch.tensor([-10.0, -10.0, 10.0, -10.0]))
+    losses = model(**data, mode='loss')
+    assert losses['distill_kept'].item() == 0.0
+    assert losses['loss_soft'].item() == 0.0 and losses['loss_hint'].item() == 0.0
+    # The same teacher always right for image 0 (label 0) keeps half the batch.
+    with torch.no_grad():
+        model.teacher.head.fc.bias.copy_(torch.tensor([10.0, -10.0, -10.0, -10.0]))
+    losses = model(**data, mode='loss')
+    assert losses['distill_kept'].item() == 0.5
+    assert losses['loss_soft'].item() > 0 and losses['loss_hint'].item() > 0
+
+
+def test_unknown_distill_gate_is_rejected():
+    with pytest.raises(ValueError, match="distill.gate must be one of"):
+        build(distill=dict(student_channels=128, teacher_channels=128, gate='sometimes'))
+
+
+# ---------------------------------------------------------- teacher attention
+def test_teacher_without_attention_sees_the_image_and_zeros():
+    model = build(teacher_attention=False).eval()
+    inputs = batch()['inputs']
+    heatmap = torch.full((2, 1, 8, 8), 0.5)
+    boxes = torch.tensor([[[0.0, 0.0, 32.0, 32.0]], [[8.0, 8.0, 16.0, 16.0]]])
+    teacher_input, saliency = model.teacher_input(inputs,
+                                                  hand_student_output(heatmap, boxes))
+    assert teacher_input.shape == (2, 5, SIZE, SIZE)
+    assert torch.equal(teacher_input[:, :3], inputs)
+    assert torch.equal(teacher_input[:, 3:], torch.zeros(2, 2, SIZE, SIZE))
+    assert saliency is None
+    # The whole model still trains and predicts without them.
+    losses = model.train()(**batch(), mode='loss')
+    assert torch.isfinite(losses['loss_teacher'])
+
+
+# ----------------------------------------------------------------------- zoom
+def test_zoom_on_a_box_resamples_it_to_the_full_image():
+    # Pixel value = its column index; box [2, 4) x [2, 4), side 2, context 1.
+    imgs = torch.arange(8.0).expand(1, 1, 8, 8).contiguous()
+    zoomed = zoom_on_boxes(imgs, torch.tensor([[[2.0, 2.0, 4.0, 4.0]]]), context=1.0)
+    # Output column j has its centre at u = (2j + 1) / 8 - 1 in [-1, 1], which
+    # reads input x = 3 + u pixels, i.e. column index 2.5 + u (bilinear).
+    expected = 2.5 + (2 * torch.arange(8.0) + 1) / 8 - 1
+    torch.testing.assert_close(zoomed[0, 0], expected.expand(8, 8))
+
+
+def test_zoom_with_the_whole_image_as_box_is_the_identity():
+    imgs = torch.randn(2, 3, 16, 16)
+    # An 8 px box in the middle with context 2: the window is the image.
+    boxes = torch.tensor([[[4.0, 4.0, 12.0, 12.0]], [[4.0, 4.0, 12.0, 12.0]]])
+    zoomed = zoom_on_boxes(imgs, boxes, context=2.0)
+    torch.testing.assert_close(zoomed, imgs, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match='part_imgs has 1 images, boxes 1 x 2'):
+        zoom_on_boxes(imgs[:1], boxes.view(1, 2, 4), context=1.0)
+
+
+def test_part_image_generator_zooms_after_composing():
+    imgs = torch.randn(1, 3, SIZE, SIZE)
+    boxes = torch.tensor([[[16.0, 16.0, 32.0, 32.0], [40.0, 40.0, 48.0, 48.0]]])
+    plain = PartImageGenerator(blur_sigma_ratio=1 / 20, noise_std=0.0)
+    zoomed = PartImageGenerator(blur_sigma_ratio=1 / 20, noise_std=0.0, zoom_context=1.0)
+    parts = zoomed(imgs, boxes)
+    assert parts.shape == (2, 3, SIZE, SIZE)
+    torch.testing.assert_close(parts, zoom_on_boxes(plain(imgs, boxes), boxes, 1.0))
+    # Part 0 shows its 16 px box at 4x, sharp: away from the box's edge
+    # (where bilinear sampling reads the blurred pixel outside) it is the zoom
+    # of the image itself.
+    inner = (slice(None), slice(None), slice(4, 60), slice(4, 60))
+    torch.testing.assert_close(parts[:1][inner],
+                               zoom_on_boxes(imgs, boxes[:, :1], 1.0)[inner])
+    with pytest.raises(ValueError, match='zoom_context must be >= 0'):
+        PartImageGenerator(zoom_context=-1)
