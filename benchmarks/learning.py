@@ -644,6 +644,23 @@ def format_table(result: dict) -> str:
     return '\n'.join(lines)
 
 
+def format_loss_curves(result: dict, name: str = 'loss_pred') -> str:
+    """Per row, the seeds' mean of a logged loss at every epoch (the
+    learning curves of :func:`loss_curve`)."""
+    lines = []
+    for row in result['settings']['configs']:
+        curves = [r['loss_curve'][name] for r in result['runs']
+                  if r['config'] == row and name in (r.get('loss_curve') or {})]
+        if not curves:
+            continue
+        epochs = min(len(curve) for curve in curves)
+        means = [statistics.mean(curve[e] for curve in curves) for e in range(epochs)]
+        lines.append(f'{row:<18}' + ''.join(f'{value:>7.2f}' for value in means))
+    if not lines:
+        return ''
+    return f'{name} per epoch, mean over seeds\n' + '\n'.join(lines)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--configs', nargs='+', default=list(DEFAULT_CONFIGS),
@@ -750,6 +767,10 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         runs=records,
     )
     print(format_table(result))
+    for name in ('loss_pred', 'distill_kept'):
+        curves = format_loss_curves(result, name)
+        if curves:
+            print(curves)
     print(f"wall {result['wall_s']:.0f} s; load average start "
           f"{loadavg_start[0]:.2f}, end {result['machine']['loadavg_end'][0]:.2f}")
     if args.out:

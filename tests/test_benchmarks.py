@@ -194,6 +194,55 @@ def test_touches_border_within_tolerance():
                                   [True, True, False, False])
 
 
+def test_two_run_ensemble_averages_softmax_scores(tmp_path):
+    labels = np.array([0, 1, 1])
+    # Run A is wrong on image 1, run B on image 0; their mean is right on all.
+    run_a = np.array([[0.6, 0.4], [0.6, 0.4], [0.2, 0.8]])
+    run_b = np.array([[0.45, 0.55], [0.1, 0.9], [0.4, 0.6]])
+    paths = []
+    for seed, scores in enumerate((run_a, run_b, run_a)):
+        paths.append(str(tmp_path / f'seed{seed}.npz'))
+        np.savez_compressed(paths[-1], scores=scores, labels=labels)
+    assert learning.ensemble_top1(paths[:1]) == pytest.approx(2 / 3)
+    assert learning.ensemble_top1(paths[:2]) == 1.0
+    records = [dict(seed=seed, scores_file=path, train_s=10.0 + seed)
+               for seed, path in enumerate(paths)]
+    pairs = learning.pairwise_ensembles(records[::-1])
+    assert [(p['seed'], p['top1']) for p in pairs] == \
+        [('0+1', 1.0), ('0+2', pytest.approx(2 / 3)), ('1+2', 1.0)]
+    assert pairs[0]['train_s'] == 21.0
+    np.savez_compressed(paths[2], scores=run_a, labels=np.array([0, 1, 0]))
+    with pytest.raises(ValueError, match='seed2.npz: its test labels differ'):
+        learning.ensemble_top1(paths[1:])
+
+
+def test_loss_curve_averages_each_logged_loss_per_epoch(tmp_path):
+    log = tmp_path / 'run' / '20260101_000000' / 'vis_data'
+    log.mkdir(parents=True)
+    (log / 'scalars.json').write_text('\n'.join([
+        '{"lr": 0.02, "loss": 3.0, "loss_pred": 2.0, "distill_kept": 0.25, "epoch": 1}',
+        '{"loss": 2.0, "loss_pred": 1.0, "distill_kept": 0.75, "epoch": 1}',
+        '{"loss": 1.0, "loss_pred": 0.5, "distill_kept": 1.0, "epoch": 2}',
+        '{"accuracy/top1": 50.0, "step": 2}']))
+    assert learning.loss_curve(str(tmp_path / 'run')) == dict(
+        loss_pred=[1.5, 0.5], distill_kept=[0.5, 1.0])
+    assert learning._final_train_loss(str(tmp_path / 'run')) == 1.0
+    # A plain classifier logs only its cross entropy, as ``loss``.
+    (log / 'scalars.json').write_text('{"loss": 2.5, "epoch": 1}')
+    assert learning.loss_curve(str(tmp_path / 'run')) == dict(loss_pred=[2.5])
+
+
+def test_presets_fill_what_the_flags_leave_open():
+    args = learning.parse_args(['--preset', 'c10_tr120', '--test-per-class', '5'])
+    assert (args.num_classes, args.train_per_class, args.test_per_class,
+            args.part_scale, args.data_seed) == (10, 120, 5, 1.6, 2)
+    args = learning.parse_args([])
+    assert (args.num_classes, args.data_seed, args.part_scale) == (8, 0, 1.6)
+    assert learning.parse_args(['--preset', 'val']).data_seed == 1
+    with pytest.raises(SystemExit):
+        learning.parse_args(['--preset', 'cub'])
+
+
 # ----------------------------------------------------------------------------
 # speed.py: pass counting, memory peaks, ratios, and one tiny run
 # ----------------------------------------------------------------------------

@@ -224,3 +224,21 @@ def test_bad_arguments_raise():
                   torch.zeros(1))
     with pytest.raises(ValueError, match='object_mask'):
         head.propose(_fpn_feats(1, 64, 64), (64, 64), torch.zeros(1, 8, 8).bool())
+
+
+def test_inside_image_keeps_the_anchors_wholly_inside_and_combines_with_the_mask():
+    head = _head(inside_image=True)
+    # Hand-made anchors on a 64 x 64 image: inside, touching the border from
+    # inside, crossing the left edge, crossing the bottom edge.
+    anchors = torch.tensor([[10.0, 10.0, 24.0, 24.0], [0.0, 50.0, 14.0, 64.0],
+                            [-3.0, 20.0, 11.0, 34.0], [30.0, 57.0, 44.0, 71.0]])
+    assert head.anchor_candidates(anchors, (64, 64), None, 2).tolist() == \
+        [[True, True, False, False]] * 2
+    # With an object mask: the left half of image 0 (the first two anchors'
+    # centres, x = 17 and 7), nothing in image 1, which then keeps all.
+    mask = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    mask[0, 0, :, :4] = True
+    assert head.anchor_candidates(anchors, (64, 64), mask, 2).tolist() == \
+        [[True, True, False, False], [True, True, True, True]]
+    # Off (the paper), every anchor is a candidate.
+    assert _head().anchor_candidates(anchors, (64, 64), None, 1).all()

@@ -83,6 +83,11 @@ class SPPNHead(BaseModule):
             Without them the ranking loss only ever orders the N boxes the
             head already scores highest, so anchors it never proposes get no
             content signal (docs/benchmarks.md). Defaults to 0 (the paper).
+        inside_image (bool): True keeps only the anchors that lie wholly
+            inside the image as candidates (with the object mask, where
+            given): a prior that needs no heatmap against proposals on the
+            image border, whose part images keep mostly nothing. Defaults to
+            False (the paper).
     """
 
     def __init__(self,
@@ -99,7 +104,8 @@ class SPPNHead(BaseModule):
                  loss_area: dict = DEFAULT_LOSS_AREA,
                  regress_boxes: bool = True,
                  init_cfg: Optional[dict] = DEFAULT_INIT_CFG,
-                 rank_samples: int = 0):
+                 rank_samples: int = 0,
+                 inside_image: bool = False):
         super().__init__(init_cfg=init_cfg)
         if num_parts < 1:
             raise ValueError(f'num_parts must be >= 1, got {num_parts}')
@@ -114,6 +120,7 @@ class SPPNHead(BaseModule):
             raise ValueError(f'rank_samples must be >= 0, got {rank_samples}')
         self.num_parts = num_parts
         self.rank_samples = rank_samples
+        self.inside_image = inside_image
         self.regress_boxes = regress_boxes
         self.pre_nms_topk = pre_nms_topk
         self.nms_iou_thr = nms_iou_thr
@@ -313,7 +320,8 @@ class SPPNHead(BaseModule):
     def anchor_candidates(self, anchors: Tensor, img_shape: Tuple[int, int],
                           object_mask: Optional[Tensor],
                           num_imgs: int) -> Tensor:
-        """Which anchors are candidates: centre inside the object mask.
+        """Which anchors are candidates: centre inside the object mask and,
+        with ``inside_image``, the whole anchor inside the image.
 
         Args:
             anchors (Tensor): (M, 4) xyxy anchors in input pixels.
@@ -322,11 +330,17 @@ class SPPNHead(BaseModule):
             num_imgs (int): B, used when ``object_mask`` is None.
 
         Returns:
-            Tensor: (B, M) bool; an image whose mask keeps no anchor keeps all.
+            Tensor: (B, M) bool; an image whose rules keep no anchor keeps all.
         """
         num_anchors = anchors.shape[0]
+        is_candidate = anchors.new_ones((num_imgs, num_anchors), dtype=torch.bool)
+        if self.inside_image:
+            height, width = img_shape
+            inside = ((anchors[:, 0] >= 0) & (anchors[:, 1] >= 0)
+                      & (anchors[:, 2] <= width) & (anchors[:, 3] <= height))
+            is_candidate = is_candidate & inside
         if object_mask is None:
-            return anchors.new_ones((num_imgs, num_anchors), dtype=torch.bool)
+            return is_candidate | ~is_candidate.any(dim=1, keepdim=True)
         if object_mask.dim() != 4 or object_mask.shape[1] != 1:
             raise ValueError(f'object_mask must be (B, 1, h, w), got '
                              f'{tuple(object_mask.shape)}')
@@ -339,7 +353,7 @@ class SPPNHead(BaseModule):
         centres_y = (anchors[:, 1] + anchors[:, 3]) / 2
         cols = (centres_x * mask_w / img_shape[1]).floor().long().clamp(0, mask_w - 1)
         rows = (centres_y * mask_h / img_shape[0]).floor().long().clamp(0, mask_h - 1)
-        is_candidate = mask[:, rows, cols]  # (B, M)
+        is_candidate = is_candidate & mask[:, rows, cols]  # (B, M)
         keeps_none = ~is_candidate.any(dim=1, keepdim=True)
         return is_candidate | keeps_none
 
