@@ -311,17 +311,26 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
                MKL_NUM_THREADS=str(args.threads))
     record_path = osp.join(work_dir, 'run_record.json')
     start = time.perf_counter()
-    if args.eval_only:
+    checkpoint = osp.join(work_dir, f'epoch_{args.epochs}.pth')
+    eval_out = osp.join(work_dir, 'final_epoch_eval.json')
+    options = cfg_options(config, data_root, args.num_classes, args.img_size,
+                          args.epochs, seed, args.cfg_options or (),
+                          pretrained=not args.no_pretrain)
+    reuse = args.eval_only or (not args.retrain and osp.isfile(record_path)
+                               and osp.isfile(checkpoint))
+    if reuse:
         with open(record_path) as f:
             record = json.load(f)
+        if record.get('train_options', options) != options:
+            raise ValueError(f'{work_dir} was trained with other options than this '
+                             f'run\'s ({record["train_options"]} against {options}); '
+                             'use another --work-dir or --retrain')
     else:
         record = dict(config=name, config_path=osp.relpath(config, REPO_ROOT),
-                      seed=seed, work_dir=work_dir, loadavg_start=list(os.getloadavg()))
+                      seed=seed, work_dir=work_dir, train_options=options,
+                      loadavg_start=list(os.getloadavg()))
         train_cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config,
-                     '--work-dir', work_dir, '--no-validate', '--cfg-options',
-                     *cfg_options(config, data_root, args.num_classes, args.img_size,
-                                  args.epochs, seed, args.cfg_options or (),
-                                  pretrained=not args.no_pretrain)]
+                     '--work-dir', work_dir, '--no-validate', '--cfg-options', *options]
         os.makedirs(work_dir, exist_ok=True)
         with open(osp.join(work_dir, 'train_stdout.log'), 'w') as log:
             subprocess.run(train_cmd, check=True, cwd=REPO_ROOT, env=env, stdout=log,
@@ -329,24 +338,24 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
         record['train_s'] = time.perf_counter() - start
         record['loadavg_train_end'] = list(os.getloadavg())
         mmengine.dump(record, record_path, indent=2)
-    checkpoint = osp.join(work_dir, f'epoch_{args.epochs}.pth')
-    eval_out = osp.join(work_dir, 'final_epoch_eval.json')
-    # The Runner dumps the merged config into the work dir under its own name.
-    dumped_config = osp.join(work_dir, osp.basename(config))
-    eval_cmd = [sys.executable, osp.abspath(__file__), '--evaluate', dumped_config,
-                '--checkpoint', checkpoint, '--data-root', data_root,
-                '--num-classes', str(args.num_classes), '--random-draws',
-                str(args.random_draws), '--out', eval_out,
-                '--scores-out', osp.join(work_dir, 'test_scores.npz')]
-    with open(osp.join(work_dir, 'eval_stdout.log'), 'w') as log:
-        subprocess.run(eval_cmd, check=True, cwd=REPO_ROOT, env=env, stdout=log,
-                       stderr=subprocess.STDOUT)
+    eval_start = time.perf_counter()
+    if args.eval_only or not reuse or not osp.isfile(eval_out):
+        # The Runner dumps the merged config into the work dir under its own name.
+        dumped_config = osp.join(work_dir, osp.basename(config))
+        eval_cmd = [sys.executable, osp.abspath(__file__), '--evaluate', dumped_config,
+                    '--checkpoint', checkpoint, '--data-root', data_root,
+                    '--num-classes', str(args.num_classes), '--random-draws',
+                    str(args.random_draws), '--out', eval_out,
+                    '--scores-out', osp.join(work_dir, 'test_scores.npz')]
+        with open(osp.join(work_dir, 'eval_stdout.log'), 'w') as log:
+            subprocess.run(eval_cmd, check=True, cwd=REPO_ROOT, env=env, stdout=log,
+                           stderr=subprocess.STDOUT)
     with open(eval_out) as f:
         record.update(json.load(f))
     record['final_train_loss'] = _final_train_loss(work_dir)
     record['loss_curve'] = loss_curve(work_dir)
-    record['eval_s'] = time.perf_counter() - start - (0 if args.eval_only
-                                                       else record['train_s'])
+    record['eval_s'] = time.perf_counter() - eval_start
+    record['reused'] = reuse
     record['loadavg_end'] = list(os.getloadavg())
     return record
 
@@ -697,6 +706,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--eval-only', action='store_true',
                         help='skip training; evaluate the final checkpoints already in '
                         '--work-dir again (same settings as their training)')
+    parser.add_argument('--retrain', action='store_true',
+                        help='train every run again; by default a run whose final '
+                        'checkpoint and record are already in --work-dir (same '
+                        'config and seed) is reused, so an interrupted benchmark '
+                        'resumes and rows can be added to a finished one')
     parser.add_argument('--out', help='write the results as JSON here')
     # Internal: evaluate one finished run (used by the training jobs).
     parser.add_argument('--evaluate', metavar='CONFIG', help=argparse.SUPPRESS)
