@@ -198,7 +198,14 @@ def test_config_trains_one_step_and_predicts(name, stand_in_checkpoints):
         assert torch.allclose(value, before[key] - 0.01 * grads[key], atol=1e-6), key
     moved = {component(key) for key, value in params.items()
              if not torch.equal(value, before[key])}
-    assert moved == {component(key) for key in params}
+    expected_moved = {component(key) for key in params}
+    if float(log_vars.get('distill_kept', 1.0)) == 0.0:
+        # A gated distillation with a teacher wrong on both images distils
+        # nothing: the hint regressor's gradient is exactly 0.
+        assert all(not grads[key].any() for key in grads
+                   if component(key) == 'hint_regressor')
+        expected_moved.discard('hint_regressor')
+    assert moved == expected_moved
 
     model.eval()
     with torch.no_grad():

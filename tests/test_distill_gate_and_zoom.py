@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from test_daf_classifier import batch, build, hand_student_output
+from test_daf_classifier import batch, build, hand_student_output, tiny_daf_cfg
 
 from mmdaf.models.classifiers.daf_classifier import distill_gate
 from mmdaf.models.losses import HintLoss, SoftTargetLoss
@@ -86,8 +86,15 @@ def test_unknown_distill_gate_is_rejected():
 
 
 # ---------------------------------------------------------- teacher attention
+def no_attention_teacher() -> dict:
+    teacher = tiny_daf_cfg().teacher
+    teacher.neck.use_attention = False
+    return teacher
+
+
 def test_teacher_without_attention_sees_the_image_and_zeros():
-    model = build(teacher_attention=False).eval()
+    model = build(teacher_attention=False, teacher=no_attention_teacher()).eval()
+    assert not hasattr(model.teacher.neck, 'attention')
     inputs = batch()['inputs']
     heatmap = torch.full((2, 1, 8, 8), 0.5)
     boxes = torch.tensor([[[0.0, 0.0, 32.0, 32.0]], [[8.0, 8.0, 16.0, 16.0]]])
@@ -100,6 +107,11 @@ def test_teacher_without_attention_sees_the_image_and_zeros():
     # The whole model still trains and predicts without them.
     losses = model.train()(**batch(), mode='loss')
     assert torch.isfinite(losses['loss_teacher'])
+
+
+def test_teacher_without_attention_needs_a_neck_without_the_filter():
+    with pytest.raises(ValueError, match='set teacher.neck.use_attention=False'):
+        build(teacher_attention=False)
 
 
 # ----------------------------------------------------------------------- zoom

@@ -4,4 +4,5 @@
 # the complete model, any second network would do.
 _base_ = ['../daf_r18_synthetic.py']
 
-model = dict(teacher_attention=False)
+model = dict(teacher_attention=False,
+             teacher=dict(neck=dict(use_attention=False)))

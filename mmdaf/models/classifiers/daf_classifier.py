@@ -216,7 +216,8 @@ class DAFClassifier(BaseClassifier):
             logged as ``distill_kept``.
         teacher_attention (bool): False gives the teacher the image only: its
             heatmap and saliency channels are zeros and its neck gets no
-            saliency mask (no part attention filter). The control for
+            saliency mask (no part attention filter; the teacher's neck must
+            then be built with ``use_attention=False``). The control for
             whether the dual attention matters. Defaults to True.
         fusion_head (dict, optional): ``ClassScoreFusionHead`` config.
         fusion_detach_inputs (bool): whether the fusion loss stops at the
@@ -301,6 +302,12 @@ class DAFClassifier(BaseClassifier):
                                  f'{DISTILL_GATES}, got {self.distill_cfg["gate"]!r}')
             if distill:
                 raise ValueError(f'DAFClassifier: unknown distill keys {sorted(distill)}')
+        if (not teacher_attention and self.teacher is not None
+                and getattr(self.teacher.neck, 'use_attention', False)):
+            raise ValueError('DAFClassifier: teacher_attention=False gives the teacher '
+                             'neck no saliency mask; set teacher.neck.use_attention='
+                             'False as well (an unused attention filter gets no '
+                             'gradient, which DDP refuses)')
         self.teacher_attention = teacher_attention
         self.fusion_head = _build(fusion_head)
         self.fusion_detach_inputs = fusion_detach_inputs
