@@ -718,6 +718,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--data-root', help=argparse.SUPPRESS)
     parser.add_argument('--scores-out', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.out and not args.out.endswith(('.json', '.yaml', '.yml', '.pkl')):
+        # mmengine.dump picks the format from the extension; checked now, not
+        # after an hour of training.
+        parser.error(f'--out {args.out!r}: use a .json, .yaml or .pkl file name')
     for name, value in PRESETS[args.preset].items():
         if getattr(args, name) is None:
             setattr(args, name, value)

@@ -243,6 +243,13 @@ def test_presets_fill_what_the_flags_leave_open():
         learning.parse_args(['--preset', 'cub'])
 
 
+def test_learning_out_without_a_format_is_refused_before_the_run(capsys):
+    with pytest.raises(SystemExit):
+        learning.parse_args(['--out', 'work_dirs/results'])
+    assert "--out 'work_dirs/results': use a .json" in capsys.readouterr().err
+    assert learning.parse_args(['--out', 'r.json']).out == 'r.json'
+
+
 # ----------------------------------------------------------------------------
 # speed.py: pass counting, memory peaks, ratios, and one tiny run
 # ----------------------------------------------------------------------------
