@@ -1,4 +1,4 @@
-"""Do the parts help? The five ResNet-18 rows of Table 3 on the synthetic set.
+"""Do the parts help? The Table 3 rows and two controls (ResNet-18) on the synthetic set.
 
 The script makes the generic pretrained checkpoint if it is not cached
 (``tools/misc/pretrain_synthetic.py``; every row starts from it, as every row
