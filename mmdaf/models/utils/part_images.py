@@ -44,6 +44,15 @@ def gaussian_blur(imgs: Tensor, sigma: float) -> Tensor:
     radius = min(math.ceil(3 * sigma), min(height, width) - 1)
     if sigma == 0 or radius < 1:
         return imgs
+    # In float32 with autocast off: a depthwise conv in fp16 is very slow on
+    # CPU, and the blur has no weights to gain from low precision.
+    with torch.autocast(device_type=imgs.device.type, enabled=False):
+        full = imgs if imgs.dtype in (torch.float32, torch.float64) else imgs.float()
+        blurred = _separable_blur(full, sigma, radius)
+    return blurred.to(imgs.dtype)
+
+
+def _separable_blur(imgs: Tensor, sigma: float, radius: int) -> Tensor:
     channels = imgs.shape[1]
     kernel = gaussian_kernel1d(sigma, radius, imgs.dtype, imgs.device)
     # One grouped conv per direction blurs every channel independently.
