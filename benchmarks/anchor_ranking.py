@@ -28,12 +28,13 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
 
-import mmengine
 import numpy as np
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+from benchmarks.results_io import check_out_path, write_json  # noqa: E402
+
 sys.path.insert(0, osp.join(REPO_ROOT, 'benchmarks'))
 
 TOP = 4
@@ -170,7 +171,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--out', help='write the result as JSON here')
     args = parser.parse_args(argv)
     if args.max_images < 1:
-        raise ValueError(f'--max-images must be >= 1, got {args.max_images}')
+        parser.error(f'--max-images must be >= 1, got {args.max_images}')
+    check_out_path(parser, args.out)
     return args
 
 
@@ -178,9 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     result = measure(args.config, args.checkpoint, args.data_root, args.max_images)
     print(format_summary(result))
-    if args.out:
-        mmengine.dump(result, args.out, indent=2)
-        print(f'wrote {args.out}')
+    write_json(result, args.out)
     return result
 
 

@@ -21,11 +21,10 @@ import os.path as osp
 import sys
 from typing import Dict, List, Optional, Sequence
 
-import mmengine
-
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+from benchmarks.results_io import check_out_path, write_json  # noqa: E402
 
 MODULE_GROUPS = {
     'backbone': ('backbone', ),
@@ -128,11 +127,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     args = parser.parse_args(argv)
     if args.batches < 1:
         parser.error(f'--batches must be >= 1, got {args.batches}')
+    check_out_path(parser, args.out)
     result = measure(args.config, args.data_root, args.batches, args.checkpoint,
                      args.cfg_options)
     print(format_table(result))
-    if args.out:
-        mmengine.dump(result, args.out, indent=2)
+    write_json(result, args.out)
     return result
 
 

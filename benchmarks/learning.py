@@ -60,6 +60,7 @@ import numpy as np
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+from benchmarks.results_io import check_out_path, write_json  # noqa: E402
 
 CONFIGS = {
     'baseline': 'configs/ablation/r18_baseline_synthetic.py',
@@ -718,10 +719,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--data-root', help=argparse.SUPPRESS)
     parser.add_argument('--scores-out', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.out and not args.out.endswith(('.json', '.yaml', '.yml', '.pkl')):
-        # mmengine.dump picks the format from the extension; checked now, not
-        # after an hour of training.
-        parser.error(f'--out {args.out!r}: use a .json, .yaml or .pkl file name')
+    check_out_path(parser, args.out)
     for name, value in PRESETS[args.preset].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -739,7 +737,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         result = evaluate_checkpoint(args.evaluate, args.checkpoint, args.data_root,
                                      args.num_classes, args.random_draws,
                                      args.scores_out)
-        mmengine.dump(result, args.out, indent=2)
+        write_json(result, args.out)
         return result
 
     for name in args.configs:
@@ -792,8 +790,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     print(f"wall {result['wall_s']:.0f} s; load average start "
           f"{loadavg_start[0]:.2f}, end {result['machine']['loadavg_end'][0]:.2f}")
     if args.out:
-        mmengine.dump(result, args.out, indent=2)
-        print(f'wrote {args.out}')
+        write_json(result, args.out)
     return result
 
 

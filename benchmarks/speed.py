@@ -48,7 +48,6 @@ import time
 from contextlib import contextmanager, nullcontext
 from typing import Callable, Dict, List, Optional, Sequence
 
-import mmengine
 import torch
 import torch.nn.functional as F
 from mmengine.config import DictAction
@@ -56,6 +55,7 @@ from mmengine.config import DictAction
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
+from benchmarks.results_io import check_out_path, write_json  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/daf_r50_cub.py'
 QUICK_CONFIG = 'configs/daf_r18_synthetic.py'
@@ -786,8 +786,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config keys, e.g. '
                         'model.sppn_head.feat_channels=128')
-    parser.add_argument('--out', help='write the results as JSON here')
+    parser.add_argument('--out', help='write the results as JSON here (JSON whatever '
+                        'the extension)')
     args = parser.parse_args(argv)
+    check_out_path(parser, args.out)
     if args.device is None:
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if args.quick:
@@ -832,7 +834,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
             print(f"{name:<46}{value:>10.3f}{result['stage_backbone_passes'][name]:>17.3f}")
         for name, value in result['flops'].items():
             print(f'{name:<46}{value / 1e9:>10.3f}')
-        _write_json(result, args.out)
+        write_json(result, args.out)
         return result
     result = run_benchmark(args.config, device=args.device, amp=args.amp, size=args.size,
                            batch=args.batch, repeats=args.repeats, warmup=args.warmup,
@@ -841,15 +843,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                            cfg_options=args.cfg_options)
     result['cfg_options'] = args.cfg_options or {}
     print(format_table(result))
-    _write_json(result, args.out)
+    write_json(result, args.out)
     return result
-
-
-def _write_json(result: dict, path: Optional[str]) -> None:
-    if not path:
-        return
-    mmengine.dump(result, path, indent=2)
-    print(f'wrote {path}')
 
 
 if __name__ == '__main__':

@@ -1,6 +1,8 @@
 """benchmarks/speed.py and benchmarks/learning.py: hand-computed values and a
 tiny end-to-end speed run whose JSON must be self-consistent."""
+import argparse
 import importlib.util
+import json
 import os.path as osp
 
 import numpy as np
@@ -243,11 +245,38 @@ def test_presets_fill_what_the_flags_leave_open():
         learning.parse_args(['--preset', 'cub'])
 
 
-def test_learning_out_without_a_format_is_refused_before_the_run(capsys):
+def test_out_without_an_extension_is_written_as_json(tmp_path):
+    results_io = _load('results_io')
+    path = tmp_path / 'new_folder' / 'results'
+    parser = argparse.ArgumentParser()
+    results_io.check_out_path(parser, str(path))  # creates the folder now
+    assert path.parent.is_dir()
+    result = dict(top1=np.float32(0.5), counts=np.array([1, 2]), keys={'b', 'a'},
+                  ratio=torch.tensor(1.25))
+    results_io.write_json(result, str(path))
+    assert json.loads(path.read_text()) == dict(top1=0.5, counts=[1, 2],
+                                                keys=['a', 'b'], ratio=1.25)
+
+
+@pytest.mark.parametrize('name, argv', [
+    ('learning', []),
+    ('speed', ['--quick']),
+    ('anchor_ranking', ['cfg.py', 'ckpt.pth', '--data-root', 'data']),
+])
+def test_every_benchmark_checks_out_before_the_run(name, argv, tmp_path, capsys):
+    module = _load(name)
+    out = tmp_path / 'results'
+    assert module.parse_args(argv + ['--out', str(out)]).out == str(out)
     with pytest.raises(SystemExit):
-        learning.parse_args(['--out', 'work_dirs/results'])
-    assert "--out 'work_dirs/results': use a .json" in capsys.readouterr().err
-    assert learning.parse_args(['--out', 'r.json']).out == 'r.json'
+        module.parse_args(argv + ['--out', str(tmp_path)])
+    assert f'--out {str(tmp_path)!r} is a folder' in capsys.readouterr().err
+
+
+def test_grad_norms_checks_out_before_the_run(tmp_path, capsys):
+    grad_norms = _load('grad_norms')
+    with pytest.raises(SystemExit):
+        grad_norms.main(['cfg.py', '--data-root', 'data', '--out', str(tmp_path)])
+    assert 'is a folder' in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
+from .sample_weight import weighted_sample_mean
+
 
 @MODELS.register_module()
 class HintLoss(nn.Module):
@@ -44,10 +46,6 @@ class HintLoss(nn.Module):
                 f'{tuple(regressor_output.shape)} and {tuple(hint.shape)}')
         if weight is None:
             return self.loss_weight * F.mse_loss(regressor_output, hint.detach())
-        if weight.shape != regressor_output.shape[:1]:
-            raise ValueError(f'weight must have shape (B,) = '
-                             f'{tuple(regressor_output.shape[:1])}, got '
-                             f'{tuple(weight.shape)}')
         squared_error = (regressor_output - hint.detach())**2
         per_sample = squared_error.flatten(1).mean(dim=1)
-        return self.loss_weight * (per_sample * weight.detach().to(per_sample)).mean()
+        return self.loss_weight * weighted_sample_mean(per_sample, weight)

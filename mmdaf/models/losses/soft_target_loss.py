@@ -6,6 +6,8 @@ import torch.nn.functional as F
 from mmpretrain.registry import MODELS
 from torch import Tensor
 
+from .sample_weight import weighted_sample_mean
+
 
 @MODELS.register_module()
 class SoftTargetLoss(nn.Module):
@@ -56,13 +58,6 @@ class SoftTargetLoss(nn.Module):
         kl_per_sample = F.kl_div(
             student_log_probs, teacher_log_probs, reduction='none',
             log_target=True).sum(dim=1)
-        if weight is not None:
-            _check_weight(weight, kl_per_sample)
-            kl_per_sample = kl_per_sample * weight.detach().to(kl_per_sample)
-        return self.loss_weight * self.temperature**2 * kl_per_sample.mean()
+        return self.loss_weight * self.temperature**2 * weighted_sample_mean(
+            kl_per_sample, weight)
 
-
-def _check_weight(weight: Tensor, per_sample: Tensor) -> None:
-    if weight.shape != per_sample.shape:
-        raise ValueError(f'weight must have shape (B,) = {tuple(per_sample.shape)}, '
-                         f'got {tuple(weight.shape)}')
