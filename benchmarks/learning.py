@@ -45,6 +45,7 @@ Results are averaged over seeds (mean, sample std, min, max).
 import argparse
 import concurrent.futures
 import copy
+import hashlib
 import json
 import os
 import os.path as osp
@@ -69,12 +70,23 @@ CONFIGS = {
     'sppn_lhm_teacher': 'configs/ablation/r18_sppn_lhm_teacher_synthetic.py',
     'daf': 'configs/daf_r18_synthetic.py',
     'daf_no_attention': 'configs/ablation/r18_daf_no-attention_synthetic.py',
+    # The same two rows on a ConvNeXt of the half-width ResNet-18's widths.
+    'convnext_baseline': 'configs/ablation/convnext-w32_baseline_synthetic.py',
+    'convnext_daf': 'configs/daf_convnext-w32_synthetic.py',
+}
+# The generic pretraining that makes each checkpoint the rows start from.
+PRETRAIN_CONFIGS = {
+    'checkpoints/r18-w32_synthetic-generic_64px.pth':
+    'configs/pretrain/r18-w32_synthetic-generic.py',
+    'checkpoints/convnext-w32_synthetic-generic_64px.pth':
+    'configs/pretrain/convnext-w32_synthetic-generic.py',
 }
 DEFAULT_CONFIGS = ('baseline', 'sppn', 'sppn_lhm', 'sppn_lhm_teacher', 'daf',
                    'daf_no_attention')
 # The row computed from the baseline's runs: the mean softmax of two
 # baselines trained with different seeds (every pair of seeds), the
-# compute-aware control for a two-network model.
+# compute-aware control for a two-network model. Other rows named
+# '<x>_baseline' get theirs as 'two_<x>_baselines'.
 ENSEMBLE_ROW = 'two_baselines'
 # The synthetic configs' anchors (octave_base_scale=1.25) are sized for 64 px.
 ANCHOR_BASE_SCALE_AT_64 = 1.25
@@ -303,6 +315,23 @@ def cfg_options(config: str, data_root: str, num_classes: int, img_size: int,
     return pairs
 
 
+def config_fingerprint(config: str) -> str:
+    """Short SHA-1 of the merged config's text: what a reused run must match."""
+    from mmengine.config import Config
+    return hashlib.sha1(Config.fromfile(config).pretty_text.encode()).hexdigest()[:12]
+
+
+def config_unchanged(record: dict, fingerprint: str, work_dir: str) -> bool:
+    """Whether a finished run was trained from the config as it is now (a run
+    recorded without a fingerprint counts as changed)."""
+    recorded = record.get('config_sha1')
+    if recorded != fingerprint:
+        print(f'{work_dir}: the config changed since this run was trained '
+              f'({recorded} -> {fingerprint}); training it again', flush=True)
+        return False
+    return True
+
+
 def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
                        data_root: str) -> dict:
     """One training subprocess, then one evaluation subprocess; their record."""
@@ -317,6 +346,7 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
     options = cfg_options(config, data_root, args.num_classes, args.img_size,
                           args.epochs, seed, args.cfg_options or (),
                           pretrained=not args.no_pretrain)
+    fingerprint = config_fingerprint(config)
     reuse = args.eval_only or (not args.retrain and osp.isfile(record_path)
                                and osp.isfile(checkpoint))
     if reuse:
@@ -326,10 +356,11 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
             raise ValueError(f'{work_dir} was trained with other options than this '
                              f'run\'s ({record["train_options"]} against {options}); '
                              'use another --work-dir or --retrain')
-    else:
+        reuse = config_unchanged(record, fingerprint, work_dir) or args.eval_only
+    if not reuse:
         record = dict(config=name, config_path=osp.relpath(config, REPO_ROOT),
                       seed=seed, work_dir=work_dir, train_options=options,
-                      loadavg_start=list(os.getloadavg()))
+                      config_sha1=fingerprint, loadavg_start=list(os.getloadavg()))
         train_cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config,
                      '--work-dir', work_dir, '--no-validate', '--cfg-options', *options]
         os.makedirs(work_dir, exist_ok=True)
@@ -553,7 +584,8 @@ def pairwise_ensembles(records: Sequence[dict]) -> List[dict]:
     pairs = []
     for i, first in enumerate(records):
         for second in records[i + 1:]:
-            pairs.append(dict(config=ENSEMBLE_ROW, seed=f"{first['seed']}+{second['seed']}",
+            pairs.append(dict(config=ensemble_row_name(first.get('config', '')) or ENSEMBLE_ROW,
+                              seed=f"{first['seed']}+{second['seed']}",
                               top1=ensemble_top1([first['scores_file'],
                                                   second['scores_file']]),
                               train_s=first['train_s'] + second['train_s']))
@@ -604,11 +636,36 @@ def prepare_data(args: argparse.Namespace) -> str:
     return data_root
 
 
-def ensure_pretrained() -> None:
-    """Make the generic pretrained checkpoint unless it is cached."""
-    subprocess.run([sys.executable, osp.join(REPO_ROOT, 'tools', 'misc',
-                                             'pretrain_synthetic.py')],
-                   check=True, cwd=REPO_ROOT)
+def ensure_pretrained(config_names: Sequence[str] = ('baseline', )) -> None:
+    """Make the generic pretrained checkpoints the rows start from, unless
+    cached (each by its pretraining config, in its own work dir)."""
+    from mmengine.config import Config
+
+    from mmdaf.utils.pretrained import pretrained_init_cfgs
+    needed = []
+    for name in config_names:
+        for _, init_cfg in pretrained_init_cfgs(Config.fromfile(config_path(name)).model):
+            pretrain_config = PRETRAIN_CONFIGS.get(init_cfg['checkpoint'])
+            if pretrain_config and pretrain_config not in needed:
+                needed.append(pretrain_config)
+    for pretrain_config in needed:
+        work_dir = osp.join('work_dirs', 'pretrain_synthetic')
+        if 'r18-w32' not in pretrain_config:
+            work_dir += '_' + osp.splitext(osp.basename(pretrain_config))[0]
+        subprocess.run([sys.executable, osp.join(REPO_ROOT, 'tools', 'misc',
+                                                 'pretrain_synthetic.py'),
+                        '--config', pretrain_config, '--work-dir', work_dir],
+                       check=True, cwd=REPO_ROOT)
+
+
+def ensemble_row_name(name: str) -> Optional[str]:
+    """'baseline' -> 'two_baselines', 'x_baseline' -> 'two_x_baselines'; None
+    for rows that are not baselines."""
+    if name == 'baseline':
+        return ENSEMBLE_ROW
+    if name.endswith('_baseline'):
+        return f'two_{name}s'
+    return None
 
 
 def aggregate(records: List[dict], config_names: Sequence[str]) -> Dict[str, dict]:
@@ -620,12 +677,13 @@ def aggregate(records: List[dict], config_names: Sequence[str]) -> Dict[str, dic
         summary[name] = {metric: summarise([r.get(metric) for r in runs])
                          for metric in METRICS}
         summary[name]['train_s'] = summarise([r['train_s'] for r in runs])
-        if name == 'baseline' and len(runs) > 1:
+        ensemble_name = ensemble_row_name(name)
+        if ensemble_name and len(runs) > 1:
             pairs = pairwise_ensembles(runs)
-            summary[ENSEMBLE_ROW] = {metric: summarise([p.get(metric) for p in pairs])
-                                     for metric in METRICS}
-            summary[ENSEMBLE_ROW]['train_s'] = summarise([p['train_s'] for p in pairs])
-            summary[ENSEMBLE_ROW]['pairs'] = pairs
+            summary[ensemble_name] = {metric: summarise([p.get(metric) for p in pairs])
+                                      for metric in METRICS}
+            summary[ensemble_name]['train_s'] = summarise([p['train_s'] for p in pairs])
+            summary[ensemble_name]['pairs'] = pairs
     return summary
 
 
@@ -748,7 +806,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     start = time.perf_counter()
     loadavg_start = os.getloadavg()
     if not args.no_pretrain:
-        ensure_pretrained()
+        ensure_pretrained(args.configs)
     data_root = prepare_data(args)
     # Longest runs first, so that the two job slots finish close together.
     jobs = [(name, seed) for name in reversed(args.configs) for seed in args.seeds]

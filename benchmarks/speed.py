@@ -83,8 +83,14 @@ STAGE_GROUPS = {
 # ----------------------------------------------------------------------------
 # Pure helpers (tested in tests/test_benchmarks.py)
 # ----------------------------------------------------------------------------
+# A forward pass without backward costs about a third of a training pass
+# (the backward pass does about twice the forward's FLOPs).
+FORWARD_SHARE = 1 / 3
+
+
 def backbone_pass_equivalents(num_parts: int, part_scale: float, with_sppn: bool,
-                              with_teacher: bool, teacher_factor: float = 1.0) -> float:
+                              with_teacher: bool, teacher_factor: float = 1.0,
+                              parts_forward_only: bool = False) -> float:
     """P: backbone passes per image that DAF's training step makes by design.
 
     Args:
@@ -95,19 +101,28 @@ def backbone_pass_equivalents(num_parts: int, part_scale: float, with_sppn: bool
         with_teacher (bool): whether a teacher runs.
         teacher_factor (float): teacher pass cost in student passes
             (``T_teacher_b / T_b``, or 1 for the nominal count).
+        parts_forward_only (bool): the part pass sends no gradient into the
+            backbone (``DAFClassifier(part_backbone_grad_scale=0)``), so it
+            counts as :data:`FORWARD_SHARE` of a training pass.
 
     Returns:
-        float: ``1 + N * scale**2 * with_sppn + teacher_factor * with_teacher``.
+        float: ``1 + N * scale**2 * share * with_sppn + teacher_factor *
+        with_teacher``, share 1 or :data:`FORWARD_SHARE`.
     """
     if num_parts < 0 or part_scale <= 0 or teacher_factor <= 0:
         raise ValueError(f'need num_parts >= 0, part_scale > 0, teacher_factor > 0; got '
                          f'{num_parts}, {part_scale}, {teacher_factor}')
     passes = 1.0
     if with_sppn:
-        passes += num_parts * part_scale**2
+        passes += num_parts * part_scale**2 * (FORWARD_SHARE if parts_forward_only else 1)
     if with_teacher:
         passes += teacher_factor
     return passes
+
+
+def part_pass_is_forward_only(model) -> bool:
+    """Whether the model's part pass is forward-only in the backbone."""
+    return getattr(model, 'part_backbone_grad_scale', 1.0) == 0
 
 
 def peak_from_memory_events(events: Sequence[tuple]) -> int:
@@ -466,8 +481,14 @@ class DAFSteps:
     def stage_part_backbone(self) -> None:
         self.model.train()
         num_parts = self.student.boxes.shape[1]
+        # As DAFClassifier.part_logits: no graph through the backbone when the
+        # part losses do not train it.
+        no_backbone_grad = torch.no_grad() if part_pass_is_forward_only(self.model) \
+            else nullcontext()
         with self.autocast():
-            logits = self.model.student_logits(self.model.backbone(self.part_imgs))
+            with no_backbone_grad:
+                feats = self.model.backbone(self.part_imgs)
+            logits = self.model.student_logits(feats)
         self._backward(F.cross_entropy(logits.float(),
                                        self.labels.repeat_interleave(num_parts)))
 
@@ -592,10 +613,11 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
     if model.with_teacher:
         teacher_factor = median_ratio(train['teacher_backbone_train'],
                                       train['backbone_train'])
+    forward_only = part_pass_is_forward_only(model)
     passes = backbone_pass_equivalents(num_parts, part_scale, model.with_sppn,
-                                       model.with_teacher, teacher_factor)
+                                       model.with_teacher, teacher_factor, forward_only)
     passes_nominal = backbone_pass_equivalents(num_parts, part_scale, model.with_sppn,
-                                               model.with_teacher, 1.0)
+                                               model.with_teacher, 1.0, forward_only)
     infer_passes = 2.0 if model.with_teacher else 1.0
     # The passes as measured, each at its own batch size (B*N for the parts).
     pass_names = [name for name in ('backbone_train', 'parts_backbone_train',
@@ -605,6 +627,7 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
         config=config, device=device, amp=amp, size=size, batch=batch, repeats=repeats,
         warmup=warmup, machine=_machine(device), loadavg_start=list(loadavg_start),
         num_parts=num_parts, part_scale=part_scale, with_sppn=model.with_sppn,
+        parts_forward_only=forward_only,
         with_heatmap=model.location_heatmap is not None,
         with_teacher=model.with_teacher,
         times_s={name: statistics.median(values)
@@ -633,7 +656,8 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
             flops_teacher_factor = (step_flops['teacher_backbone_train']
                                     / step_flops['backbone_train'])
         flops_passes = backbone_pass_equivalents(num_parts, part_scale, model.with_sppn,
-                                                 model.with_teacher, flops_teacher_factor)
+                                                 model.with_teacher, flops_teacher_factor,
+                                                 forward_only)
         result['flops'] = step_flops
         result['flops_passes_train'] = flops_passes
         result['flops_train_ratio'] = step_flops['daf_train'] / (

@@ -15,8 +15,9 @@ dataset checks, CPU DDP setup) and trained; then every rank writes
 - ``wrapper`` and ``find_unused_parameters``: the DDP wrapper in use;
 - ``digests``: SHA-1 of every parameter's bytes after training, so that the
   test can compare the ranks exactly;
-- ``unchanged``: names of the parameters that training did not change, and
-  ``nonzero``: names of the parameters that are not all zero.
+- ``unchanged``: names of the parameters that training did not change,
+  ``nonzero``: names of the parameters that are not all zero, and
+  ``frozen``: names of the parameters with ``requires_grad=False``.
 
 Sharing the processes saves the start-up (imports, process group) of one
 torchrun per config. A job that raises writes its traceback in place of the
@@ -95,6 +96,7 @@ class ProbeHook(Hook):
             unchanged=sorted(name for name, param in params.items()
                              if torch.equal(param.detach(), self.before[name])),
             nonzero=sorted(name for name, param in params.items() if param.detach().any()),
+            frozen=sorted(name for name, param in params.items() if not param.requires_grad),
         )
 
 

@@ -287,6 +287,8 @@ def test_backbone_pass_equivalents():
     assert speed.backbone_pass_equivalents(4, 0.5, True, True, 1.2) == pytest.approx(3.2)
     assert speed.backbone_pass_equivalents(4, 1.0, False, False) == 1.0
     assert speed.backbone_pass_equivalents(2, 1.0, True, False) == 3.0
+    assert speed.backbone_pass_equivalents(3, 1.0, True, True,
+                                           parts_forward_only=True) == pytest.approx(3.0)
     with pytest.raises(ValueError, match='part_scale'):
         speed.backbone_pass_equivalents(4, 0.0, True, True)
 
@@ -324,8 +326,11 @@ def test_tiny_speed_run_writes_consistent_json():
                  'teacher_backbone_train', 'backbone_predict', 'daf_predict'):
         assert result['times_s'][name] > 0, name
     assert result['num_parts'] == 4 and result['part_scale'] == 1.0
-    assert result['passes_train'] == pytest.approx(5 + result['teacher_factor'])
-    assert result['passes_train_nominal'] == 6.0
+    # The shipped synthetic config's part pass is forward-only in the backbone
+    # (part_backbone_grad_scale=0): 4 part passes count as 4/3 training passes.
+    assert result['parts_forward_only'] is True
+    assert result['passes_train'] == pytest.approx(1 + 4 / 3 + result['teacher_factor'])
+    assert result['passes_train_nominal'] == pytest.approx(1 + 4 / 3 + 1)
     times = result['times_s']
     assert result['train_ratio'] == pytest.approx(
         times['daf_train'] / (result['passes_train'] * times['backbone_train']))
@@ -336,7 +341,7 @@ def test_tiny_speed_run_writes_consistent_json():
     assert result['breakdown_flops_sum'] == pytest.approx(result['flops']['daf_train'],
                                                           rel=1e-6)
     # DAF does at least the part and teacher passes on top of the student's.
-    assert result['flops']['daf_train'] > 5 * result['flops']['backbone_train']
+    assert result['flops']['daf_train'] > (1 + 4 / 3 + 1) * result['flops']['backbone_train']
     assert result['flops_train_ratio'] > 1.0
     stages = {row['stage'] for row in result['breakdown']}
     assert 'SPPN (FPN, head, propose incl. NMS)' in stages
@@ -373,3 +378,34 @@ def test_summarise_shapes_random_oracle_and_sppn_shares():
     assert a['auc_score'] == 0.0
     assert a['mean_ce'] == pytest.approx(0.35)
     assert summary['b']['oracle4'] == 0.5 and summary['b']['auc_score'] == 0.0
+
+
+def test_a_finished_run_is_reused_only_with_the_same_config(tmp_path, capsys):
+    config = tmp_path / 'cfg.py'
+    config.write_text("model = dict(part_backbone_grad_scale=1.0)\n")
+    before = learning.config_fingerprint(str(config))
+    config.write_text("model = dict(part_backbone_grad_scale=0.0)\n")
+    after = learning.config_fingerprint(str(config))
+    assert len(before) == 12 and before != after
+    assert learning.config_unchanged(dict(config_sha1=after), after, 'run')
+    assert not learning.config_unchanged(dict(config_sha1=before), after, 'run')
+    assert f'run: the config changed since this run was trained ({before} -> ' \
+        f'{after}); training it again' in capsys.readouterr().out
+    # Recorded before fingerprints were kept: trained again, not trusted.
+    assert not learning.config_unchanged(dict(), after, 'run')
+
+
+def test_each_row_gets_its_own_generic_pretraining_and_ensemble_row(monkeypatch):
+    calls = []
+    monkeypatch.setattr(learning.subprocess, 'run',
+                        lambda cmd, **kwargs: calls.append(cmd[2:]))
+    learning.ensure_pretrained(['baseline', 'daf', 'convnext_baseline', 'convnext_daf'])
+    assert calls == [
+        ['--config', 'configs/pretrain/r18-w32_synthetic-generic.py',
+         '--work-dir', 'work_dirs/pretrain_synthetic'],
+        ['--config', 'configs/pretrain/convnext-w32_synthetic-generic.py',
+         '--work-dir', 'work_dirs/pretrain_synthetic_convnext-w32_synthetic-generic'],
+    ]
+    assert learning.ensemble_row_name('baseline') == 'two_baselines'
+    assert learning.ensemble_row_name('convnext_baseline') == 'two_convnext_baselines'
+    assert learning.ensemble_row_name('convnext_daf') is None

@@ -39,10 +39,16 @@ CONFIGS = sorted(
     for path in glob.glob(osp.join(REPO_ROOT, 'configs', '**', '*.py'), recursive=True)
     if '_base_' not in path)
 WITH_CP = ['model.backbone.with_cp=True', 'model.teacher.backbone.with_cp=True']
-# name -> (config, extra options): every config, plus the complete R18 model
-# with activation checkpointing in both backbones.
+# The wrappers (NonReentrantCPBackbone, ExpandedInputBackbone) hold with_cp in
+# the wrapped backbone's config.
+WRAPPED_WITH_CP = ['model.backbone.backbone.with_cp=True',
+                   'model.teacher.backbone.backbone.with_cp=True']
+# name -> (config, extra options): every config, plus the complete R18 and
+# ConvNeXt models with activation checkpointing in both backbones.
 JOBS = {name: (name, []) for name in CONFIGS}
 JOBS['daf_r18_synthetic.py+with_cp'] = ('daf_r18_synthetic.py', WITH_CP)
+JOBS['daf_convnext-w32_synthetic.py+with_cp'] = ('daf_convnext-w32_synthetic.py',
+                                                 WRAPPED_WITH_CP)
 
 
 def free_port() -> int:
@@ -162,8 +168,11 @@ def test_config_trains_two_ddp_iterations_with_identical_ranks(ddp_run, name):
         # With weight decay every non-zero parameter moves in an update; a
         # zero-initialised bias whose gradient is 0 (e.g. an FPN level on
         # which no part box was picked) may stay 0.
-        stuck = sorted(set(result['unchanged']) & set(result['nonzero']))
+        # Frozen parameters (requires_grad=False) are meant to stay.
+        stuck = sorted(set(result['unchanged']) & set(result['nonzero'])
+                       - set(result['frozen']))
         assert stuck == [], 'non-zero parameters the optimizer did not update'
+        assert set(result['frozen']) <= set(result['unchanged'])
         changed = {component(name) for name in result['digests']
                    if name not in result['unchanged']}
         assert changed == {component(name) for name in result['digests']}

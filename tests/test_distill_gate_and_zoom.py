@@ -151,3 +151,47 @@ def test_part_image_generator_zooms_after_composing():
                                zoom_on_boxes(imgs, boxes[:, :1], 1.0)[inner])
     with pytest.raises(ValueError, match='zoom_context must be >= 0'):
         PartImageGenerator(zoom_context=-1)
+
+
+# ---------------------------------------------------- part pass gradient scale
+def test_scale_gradient_keeps_values_and_scales_the_gradient():
+    from mmdaf.models.utils import scale_gradient
+    values = torch.tensor([1.0, -2.0], requires_grad=True)
+    scaled = scale_gradient(values, 0.25)
+    assert torch.equal(scaled, values.detach())
+    (3 * scaled).sum().backward()
+    assert values.grad.tolist() == [0.75, 0.75]
+    assert not scale_gradient(values, 0).requires_grad
+    assert scale_gradient(values, 1) is values
+    with pytest.raises(ValueError, match='scale must be >= 0, got -1'):
+        scale_gradient(values, -1)
+
+
+def _loss_con_grads(scale: float):
+    model = build(teacher=None, distill=None, fusion_head=None,
+                  part_backbone_grad_scale=scale)
+    torch.manual_seed(1)  # the same part image noise for every scale
+    losses = model(**batch(), mode='loss')
+    losses['loss_con'].backward()
+    backbone_grad = model.backbone.conv1.weight.grad
+    backbone_grad = torch.zeros_like(model.backbone.conv1.weight) \
+        if backbone_grad is None else backbone_grad
+    return backbone_grad, model.head.fc.weight.grad
+
+
+def test_part_backbone_grad_scale_scales_loss_con_in_the_backbone_only():
+    backbone_full, head_full = _loss_con_grads(1.0)
+    backbone_half, head_half = _loss_con_grads(0.5)
+    backbone_none, head_none = _loss_con_grads(0.0)
+    assert backbone_full.abs().sum() > 0
+    torch.testing.assert_close(backbone_half, 0.5 * backbone_full)
+    assert torch.count_nonzero(backbone_none) == 0
+    # The head learns from the part images at full strength whatever the scale.
+    torch.testing.assert_close(head_half, head_full)
+    torch.testing.assert_close(head_none, head_full)
+
+
+def test_part_backbone_grad_scale_outside_0_1_is_refused():
+    with pytest.raises(ValueError, match=r'part_backbone_grad_scale must be in \[0, 1\], '
+                                         'got 1.5'):
+        build(part_backbone_grad_scale=1.5)

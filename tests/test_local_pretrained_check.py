@@ -23,3 +23,19 @@ def test_missing_local_checkpoint_names_key_file_and_command(tmp_path):
         check_local_pretrained(model)
     (tmp_path / 'none.pth').write_bytes(b'')
     check_local_pretrained(model)  # present; the URL is left to mmengine
+
+
+def test_another_backbones_checkpoint_names_its_pretraining_config(tmp_path):
+    cfg = Config.fromfile(config_path('daf_convnext-w32_synthetic.py'))
+    keys = [key for key, _ in pretrained_init_cfgs(cfg.model)]
+    assert keys == ['model.backbone.init_cfg', 'model.teacher.backbone.init_cfg']
+    assert cfg.model.backbone.init_cfg.checkpoint == \
+        'checkpoints/convnext-w32_synthetic-generic_64px.pth'
+    missing = str(tmp_path / 'convnext-w32_synthetic-generic_64px.pth')
+    cfg.model.backbone.init_cfg.checkpoint = missing
+    cfg.model.teacher.backbone.init_cfg.checkpoint = missing
+    with pytest.raises(FileNotFoundError, match=r"model.backbone.init_cfg: pretrained checkpoint "
+                       r"'.*convnext-w32_synthetic-generic_64px.pth' does not exist; make it "
+                       r"with `python tools/misc/pretrain_synthetic.py --config "
+                       r"configs/pretrain/convnext-w32_synthetic-generic.py`"):
+        check_local_pretrained(cfg.model)

@@ -24,6 +24,18 @@ def _load_tool():
 tool = _load_tool()
 
 
+def test_default_checkpoint_is_named_after_the_config():
+    assert tool.parse_args([]).out == 'checkpoints/r18-w32_synthetic-generic_64px.pth'
+    args = tool.parse_args(['--config', 'configs/pretrain/convnext-w32_synthetic-generic.py'])
+    assert args.out == 'checkpoints/convnext-w32_synthetic-generic_64px.pth'
+    # ... the checkpoint the ConvNeXt twin configs load.
+    for name in ('daf_convnext-w32_synthetic.py',
+                 'ablation/convnext-w32_baseline_synthetic.py'):
+        model = Config.fromfile(config_path(name)).model
+        assert model.backbone.init_cfg.checkpoint == args.out
+    assert tool.parse_args(['--out', 'x.pth']).out == 'x.pth'
+
+
 def test_cached_checkpoint_is_not_trained_again(tmp_path, capsys):
     out = tmp_path / 'cached.pth'
     out.write_bytes(b'not a checkpoint')

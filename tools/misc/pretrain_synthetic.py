@@ -11,6 +11,11 @@ Usage::
 
     python tools/misc/pretrain_synthetic.py            # cached after the first run
     python tools/misc/pretrain_synthetic.py --force    # train again
+    # another backbone: its pretraining config; writes
+    # checkpoints/convnext-w32_synthetic-generic_64px.pth (the config's name)
+    python tools/misc/pretrain_synthetic.py \
+        --config configs/pretrain/convnext-w32_synthetic-generic.py \
+        --work-dir work_dirs/pretrain_synthetic_convnext-w32
 
 The checkpoint holds the classifier's ``state_dict`` (``backbone.*`` and
 ``head.*``) and a ``meta`` dict with the config, the data and the generic test
@@ -36,11 +41,20 @@ GENERIC_SET = dict(train_per_class=150, test_per_class=10, img_size=64,
                    part_scale=1.6, seed=1000)
 
 
+def default_out(config: str) -> str:
+    """The checkpoint a pretraining config writes by default:
+    ``checkpoints/<config name>_<img size>px.pth`` (DEFAULT_OUT for the
+    ResNet-18 config), the name the synthetic configs load."""
+    name = osp.splitext(osp.basename(config))[0]
+    return f"checkpoints/{name}_{GENERIC_SET['img_size']}px.pth"
+
+
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--config', default=DEFAULT_CONFIG, help='pretraining config')
-    parser.add_argument('--out', default=DEFAULT_OUT,
-                        help=f'checkpoint to write (default {DEFAULT_OUT})')
+    parser.add_argument('--out',
+                        help='checkpoint to write (default: checkpoints/<config '
+                        f'name>_64px.pth, {DEFAULT_OUT} for the default config)')
     parser.add_argument('--data-root', default=DEFAULT_DATA_ROOT,
                         help='generic set root; written when missing')
     parser.add_argument('--work-dir', default='work_dirs/pretrain_synthetic',
@@ -49,7 +63,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                         help='train again even when --out exists')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the pretraining config')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = default_out(args.config)
+    return args
 
 
 def ensure_generic_set(data_root: str) -> None:

@@ -5,92 +5,26 @@ the part saliency mask, (B, 5, H, W). ImageNet checkpoints have a 3-channel
 stem; this backbone loads them with the extra input channels set to zero, so
 that at the start of training the teacher sees exactly the pretrained RGB
 network and learns how much to use the two attention channels.
+
+It is the ResNet case of :class:`ExpandedInputBackbone` (any mmpretrain
+backbone): a ResNet can be built with 5 input channels directly, and both
+find the input convolution and load the widened weight with the functions of
+:mod:`mmdaf.models.utils.input_conv`; its state-dict keys are ResNet's.
 """
 import logging
-import re
-from typing import List, Optional, Tuple, Union
 
-import torch
 from mmengine.logging import print_log
 from mmengine.model import initialize
-from mmengine.runner import CheckpointLoader
 from mmpretrain.registry import MODELS
-from torch import Tensor
 
+from ..utils.input_conv import (  # noqa: F401  (expand_input_conv_weight: public here too)
+    expand_input_conv_weight,
+    find_input_conv,
+    load_expanded_state_dict,
+    load_pretrained_state_dict,
+    split_init_cfg,
+)
 from .non_reentrant_cp_resnet import NonReentrantCPResNet
-
-
-def expand_input_conv_weight(weight: Tensor, in_channels: int) -> Tensor:
-    """Widen a convolution weight along its input channels with zeros.
-
-    Args:
-        weight (Tensor): Weight of shape (O, C_ckpt, k, k), e.g. C_ckpt = 3.
-        in_channels (int): Target input channels, at least C_ckpt.
-
-    Returns:
-        Tensor: Shape (O, in_channels, k, k), same dtype and device; channels
-        ``0 .. C_ckpt-1`` equal ``weight`` exactly, the others are zero.
-    """
-    if weight.dim() != 4:
-        raise ValueError('weight must have shape (O, C, k, k), got '
-                         f'{tuple(weight.shape)}')
-    ckpt_channels = weight.shape[1]
-    if in_channels < ckpt_channels:
-        raise ValueError(f'in_channels={in_channels} is smaller than the '
-                         f'{ckpt_channels} input channels of the weight')
-    expanded = weight.new_zeros(
-        (weight.shape[0], in_channels) + tuple(weight.shape[2:]))
-    expanded[:, :ckpt_channels] = weight
-    return expanded
-
-
-def _split_init_cfg(
-        init_cfg: Union[dict, List[dict], None]) -> Tuple[Optional[dict], list]:
-    """Separate the Pretrained entry of an init_cfg from the others."""
-    if not init_cfg:
-        return None, []
-    cfgs = [init_cfg] if isinstance(init_cfg, dict) else list(init_cfg)
-    pretrained = [cfg for cfg in cfgs if cfg.get('type') == 'Pretrained']
-    others = [cfg for cfg in cfgs if cfg.get('type') != 'Pretrained']
-    if len(pretrained) > 1:
-        raise ValueError(f'init_cfg has more than one Pretrained entry: {cfgs}')
-    return (pretrained[0] if pretrained else None), others
-
-
-def load_pretrained_state_dict(checkpoint: str,
-                               prefix: Optional[str] = None,
-                               map_location: str = 'cpu') -> dict:
-    """Read a state dict the way mmengine's ``PretrainedInit`` does.
-
-    Unwraps ``checkpoint['state_dict']`` if present, keeps only the keys
-    under ``prefix`` (stripped, e.g. ``prefix='backbone'``) and strips a
-    leading ``module.`` left by DDP.
-
-    Args:
-        checkpoint (str): Path or URL understood by mmengine's
-            ``CheckpointLoader`` (local file, ``torchvision://``, http...).
-        prefix (str, optional): Sub-module prefix. Defaults to None.
-        map_location (str): Defaults to 'cpu'.
-
-    Returns:
-        dict: Parameter name -> tensor.
-    """
-    loaded = CheckpointLoader.load_checkpoint(
-        checkpoint, map_location=map_location, logger='current')
-    if not isinstance(loaded, dict):
-        raise RuntimeError(f'No state_dict found in checkpoint {checkpoint}')
-    state_dict = loaded.get('state_dict', loaded)
-    state_dict = {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
-    if prefix:
-        prefix = prefix if prefix.endswith('.') else prefix + '.'
-        state_dict = {
-            k[len(prefix):]: v
-            for k, v in state_dict.items() if k.startswith(prefix)
-        }
-        if not state_dict:
-            raise ValueError(f'prefix {prefix!r} matches no key in '
-                             f'checkpoint {checkpoint}')
-    return state_dict
 
 
 @MODELS.register_module()
@@ -126,12 +60,13 @@ class ExpandedInputResNet(NonReentrantCPResNet):
 
     @property
     def first_conv_key(self) -> str:
-        """State-dict key of the stem's first convolution weight."""
-        return 'stem.0.conv.weight' if self.deep_stem else 'conv1.weight'
+        """State-dict key of the stem's first convolution weight
+        (``conv1.weight``, or ``stem.0.conv.weight`` with ``deep_stem``)."""
+        return find_input_conv(self, self.in_channels)[0] + '.weight'
 
     def init_weights(self) -> None:
         """Initialise, loading a Pretrained checkpoint with stem expansion."""
-        pretrained_cfg, other_cfgs = _split_init_cfg(self.init_cfg)
+        pretrained_cfg, other_cfgs = split_init_cfg(self.init_cfg)
         if pretrained_cfg is None:
             super().init_weights()
             return
@@ -149,39 +84,11 @@ class ExpandedInputResNet(NonReentrantCPResNet):
         self._is_init = True
 
     def load_expanded_state_dict(self, state_dict: dict) -> None:
-        """Load a state dict, widening a narrower first stem convolution.
+        """Load a state dict, widening a narrower first stem convolution
+        (see :func:`mmdaf.models.utils.input_conv.load_expanded_state_dict`).
 
         Args:
             state_dict (dict): Parameter name -> tensor; not modified.
         """
-        state_dict = dict(state_dict)
-        key = self.first_conv_key
-        model_weight = self.state_dict()[key]
-        if key in state_dict and state_dict[key].shape != model_weight.shape:
-            ckpt_weight = state_dict[key]
-            if (ckpt_weight.dim() != 4 or ckpt_weight.shape[0] !=
-                    model_weight.shape[0] or ckpt_weight.shape[2:] !=
-                    model_weight.shape[2:]):
-                raise ValueError(
-                    f'{key} of the checkpoint has shape '
-                    f'{tuple(ckpt_weight.shape)}, incompatible with the '
-                    f"model's {tuple(model_weight.shape)}")
-            state_dict[key] = expand_input_conv_weight(ckpt_weight,
-                                                       self.in_channels)
-            ckpt_channels = ckpt_weight.shape[1]
-            print_log(
-                f'{type(self).__name__}: expanded checkpoint weight "{key}" '
-                f'from {tuple(ckpt_weight.shape)} to '
-                f'{tuple(state_dict[key].shape)}: input channels '
-                f'0-{ckpt_channels - 1} copied from the checkpoint, channels '
-                f'{ckpt_channels}-{self.in_channels - 1} set to zero.',
-                logger='current')
-        with torch.no_grad():
-            result = self.load_state_dict(state_dict, strict=False)
-        if result.missing_keys:
-            print_log(f'{type(self).__name__}: keys missing in the checkpoint '
-                      f'(left as initialised): {result.missing_keys}',
-                      logger='current', level=logging.WARNING)
-        if result.unexpected_keys:
-            print_log(f'{type(self).__name__}: checkpoint keys not used by '
-                      f'the model: {result.unexpected_keys}', logger='current')
+        conv_name = self.first_conv_key[:-len('.weight')]
+        load_expanded_state_dict(self, state_dict, conv_name, type(self).__name__)

@@ -17,7 +17,9 @@ from ..utils.batch_norm_stats import (
     record_batch_norm_stats,
     without_activation_checkpointing,
 )
+from ..utils.grad_scale import scale_gradient
 from ..utils.part_images import boxes_to_saliency_mask
+from ..utils.stage_features import check_stage_features
 
 LOSS_GROUPS = ('student', 'teacher', 'fusion')
 DISTILL_GATES = ('all', 'teacher_correct', 'teacher_better')
@@ -126,7 +128,8 @@ class Teacher(BaseModule):
 
     def forward(self, teacher_input: Tensor,
                 saliency_mask: Optional[Tensor]) -> TeacherOutput:
-        feats = self.backbone(teacher_input)
+        feats = check_stage_features(self.backbone(teacher_input), self.backbone,
+                                     min_stages=1, role='teacher backbone')
         pooled, grouping_loss = self.neck(
             feats, saliency_mask=saliency_mask, return_grouping_loss=True)
         return TeacherOutput(feats, self.head(pooled), grouping_loss)
@@ -203,6 +206,11 @@ class DAFClassifier(BaseClassifier):
             of its full-image logits and its top-M part images' logits, as
             NTS-Net combines the image and its parts (costs N more student
             passes at test time). Defaults to 0: full image only.
+        part_backbone_grad_scale (float): factor on the gradient the part
+            images' losses (``loss_con``) send into the student backbone;
+            the student head still learns from them at full strength. 0
+            keeps the backbone for the clean images (and the distillation);
+            1 is the paper's end-to-end training. Defaults to 1.0.
         loss_concentrate (dict, optional): ``ConcentrateLoss`` config.
         teacher (dict, optional): ``dict(backbone=..., neck=..., head=...)``,
             see :class:`Teacher`.
@@ -239,6 +247,7 @@ class DAFClassifier(BaseClassifier):
                  part_bn: str = 'clean',
                  sppn_detach_input: bool = False,
                  predict_part_top_m: int = 0,
+                 part_backbone_grad_scale: float = 1.0,
                  loss_concentrate: Optional[dict] = None,
                  teacher: Optional[dict] = None,
                  distill: Optional[dict] = None,
@@ -281,6 +290,10 @@ class DAFClassifier(BaseClassifier):
             raise ValueError('DAFClassifier: predict_part_top_m needs the SPPN '
                              '(sppn_head=None)')
         self.predict_part_top_m = predict_part_top_m
+        if not 0 <= part_backbone_grad_scale <= 1:
+            raise ValueError('DAFClassifier: part_backbone_grad_scale must be in '
+                             f'[0, 1], got {part_backbone_grad_scale}')
+        self.part_backbone_grad_scale = part_backbone_grad_scale
         # Set by PartLossWarmupHook; multiplies the part losses (loss_rank,
         # loss_overlap, loss_area, loss_con).
         self.part_loss_scale = 1.0
@@ -342,7 +355,8 @@ class DAFClassifier(BaseClassifier):
         -> GAP(C5) (B, C)."""
         if stage not in ('backbone', 'pre_logits'):
             raise ValueError(f'stage must be "backbone" or "pre_logits", got {stage!r}')
-        feats = self.backbone(inputs)
+        feats = check_stage_features(self.backbone(inputs), self.backbone,
+                                     role='student backbone')
         return feats if stage == 'backbone' else global_average_pool(feats[-1])
 
     def student_logits(self, feats: Sequence[Tensor]) -> Tensor:
@@ -413,8 +427,13 @@ class DAFClassifier(BaseClassifier):
             # part images (predict_part_top_m) are deterministic.
             generator = torch.Generator(device=inputs.device).manual_seed(0)
         part_imgs = self.part_image_generator(inputs, boxes, generator=generator)
-        with self._part_bn_context(clean_bn_stats):
-            logits = self.student_logits(self.backbone(part_imgs))
+        # Without gradient into the backbone, its part pass keeps no graph.
+        grad_context = torch.no_grad() if self.part_backbone_grad_scale == 0 \
+            else nullcontext()
+        with self._part_bn_context(clean_bn_stats), grad_context:
+            feats = self.backbone(part_imgs)
+        feats = [scale_gradient(feat, self.part_backbone_grad_scale) for feat in feats]
+        logits = self.student_logits(feats)
         return logits.view(batch_size, num_parts, -1)
 
     @torch.no_grad()
