@@ -332,6 +332,13 @@ def config_unchanged(record: dict, fingerprint: str, work_dir: str) -> bool:
     return True
 
 
+def evaluation_is_current(eval_out: str, checkpoint: str) -> bool:
+    """Whether ``eval_out`` exists and was written after ``checkpoint``: an
+    evaluation of an earlier training of the same run (one killed between
+    training and evaluation) is not reused."""
+    return osp.isfile(eval_out) and osp.getmtime(eval_out) >= osp.getmtime(checkpoint)
+
+
 def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
                        data_root: str) -> dict:
     """One training subprocess, then one evaluation subprocess; their record."""
@@ -371,7 +378,7 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
         record['loadavg_train_end'] = list(os.getloadavg())
         mmengine.dump(record, record_path, indent=2)
     eval_start = time.perf_counter()
-    if args.eval_only or not reuse or not osp.isfile(eval_out):
+    if args.eval_only or not reuse or not evaluation_is_current(eval_out, checkpoint):
         # The Runner dumps the merged config into the work dir under its own name.
         dumped_config = osp.join(work_dir, osp.basename(config))
         eval_cmd = [sys.executable, osp.abspath(__file__), '--evaluate', dumped_config,

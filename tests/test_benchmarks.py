@@ -3,6 +3,7 @@ tiny end-to-end speed run whose JSON must be self-consistent."""
 import argparse
 import importlib.util
 import json
+import os
 import os.path as osp
 
 import numpy as np
@@ -409,3 +410,15 @@ def test_each_row_gets_its_own_generic_pretraining_and_ensemble_row(monkeypatch)
     assert learning.ensemble_row_name('baseline') == 'two_baselines'
     assert learning.ensemble_row_name('convnext_baseline') == 'two_convnext_baselines'
     assert learning.ensemble_row_name('convnext_daf') is None
+
+
+def test_an_evaluation_older_than_its_checkpoint_is_not_reused(tmp_path):
+    checkpoint, eval_out = tmp_path / 'epoch_8.pth', tmp_path / 'final_epoch_eval.json'
+    checkpoint.write_text('weights')
+    assert not learning.evaluation_is_current(str(eval_out), str(checkpoint))
+    eval_out.write_text('{}')
+    os.utime(eval_out, (1000, 1000))
+    os.utime(checkpoint, (2000, 2000))  # trained again after that evaluation
+    assert not learning.evaluation_is_current(str(eval_out), str(checkpoint))
+    os.utime(eval_out, (3000, 3000))
+    assert learning.evaluation_is_current(str(eval_out), str(checkpoint))
