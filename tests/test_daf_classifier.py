@@ -202,6 +202,24 @@ def test_teacher_input_has_heatmap_and_box_mask_channels():
     assert torch.equal(saliency, torch.ones(2, 1, SIZE, SIZE))
 
 
+def test_prediction_skips_the_teacher_grouping_loss():
+    model = build().eval()
+    inputs = batch()['inputs']
+    neck = model.teacher.neck
+    with torch.no_grad():
+        student = model.run_student(inputs)
+        teacher_input, saliency = model.teacher_input(inputs, student)
+        full = model.teacher(teacher_input, saliency)
+        light = model.teacher(teacher_input, saliency, with_grouping_loss=False)
+        with patch.object(neck, 'grouping_loss', wraps=neck.grouping_loss) as loss:
+            _, extras = model.predict_logits(inputs)
+    assert full.grouping_loss is not None and light.grouping_loss is None
+    assert torch.equal(light.logits, full.logits)
+    assert all(torch.equal(a, b) for a, b in zip(light.feats, full.feats))
+    assert loss.call_count == 0
+    assert torch.equal(extras['teacher_logits'], full.logits)
+
+
 def test_saliency_mask_changes_the_teacher_logits_through_the_neck():
     model = build().eval()
     # As after loading 3-channel ImageNet weights: the teacher backbone does

@@ -8,7 +8,11 @@ from mmdaf.models.utils import (
     boxes_to_saliency_mask,
     make_part_images,
 )
-from mmdaf.models.utils.part_images import gaussian_blur, gaussian_kernel1d
+from mmdaf.models.utils.part_images import (
+    boxes_to_pixel_masks,
+    gaussian_blur,
+    gaussian_kernel1d,
+)
 
 # Two images of 24 x 32, N = 3 boxes each; image 0's boxes 0 and 1 overlap.
 BOXES = torch.tensor([
@@ -90,6 +94,23 @@ def test_saliency_mask_is_the_union_with_pixel_centre_rule():
     # Fractional box: pixel centres 0.5 and 1.5 lie in [0.4, 1.6), 2.5 does not.
     frac = boxes_to_saliency_mask(torch.tensor([[[0.4, 0.0, 1.6, 1.0]]]), (2, 4))
     assert frac[0, 0].tolist() == [[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize('num_boxes', [0, 1, 12])
+def test_saliency_mask_equals_the_union_of_the_pixel_masks(dtype, num_boxes):
+    """The row-by-column product gives the union of the (B, N, H, W) masks:
+    fractional, zero-width, out-of-image and many overlapping boxes."""
+    generator = torch.Generator().manual_seed(0)
+    corners = torch.rand(3, num_boxes, 2, 2, generator=generator) * 40 - 4
+    boxes = torch.cat([corners.min(dim=2).values, corners.max(dim=2).values], -1)
+    if num_boxes:
+        boxes[0, 0, 2] = boxes[0, 0, 0]  # zero width
+        boxes[1, :] = torch.tensor([3.2, 4.7, 20.5, 18.0])  # all on one spot
+    boxes = boxes.to(dtype)
+    mask = boxes_to_saliency_mask(boxes, (24, 32))
+    expected = boxes_to_pixel_masks(boxes, (24, 32)).any(dim=1, keepdim=True)
+    assert mask.dtype == dtype and torch.equal(mask, expected.to(dtype))
 
 
 def test_generator_module_uses_ratio_of_longer_side_and_detaches_boxes():

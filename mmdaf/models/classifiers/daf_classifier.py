@@ -115,7 +115,7 @@ class Teacher(BaseModule):
         backbone (dict): e.g. ``ExpandedInputResNet`` with ``in_channels=5`` and
             ``out_indices=(2, 3)`` (C4 for the hint, C5 for the neck).
         neck (dict): a neck called as ``neck(feats, saliency_mask=...,
-            return_grouping_loss=True)``.
+            return_grouping_loss=...)``.
         head (dict): an mmpretrain ``ClsHead`` on the neck's output.
     """
 
@@ -126,10 +126,27 @@ class Teacher(BaseModule):
         self.neck = _build(neck)
         self.head = _build(head)
 
-    def forward(self, teacher_input: Tensor,
-                saliency_mask: Optional[Tensor]) -> TeacherOutput:
+    def forward(self, teacher_input: Tensor, saliency_mask: Optional[Tensor],
+                with_grouping_loss: bool = True) -> TeacherOutput:
+        """Teacher logits from the 5-channel input.
+
+        Args:
+            teacher_input (Tensor): (B, 5, H, W), from ``teacher_input``.
+            saliency_mask (Tensor, optional): (B, 1, H, W) box mask for the
+                neck's part attention.
+            with_grouping_loss (bool): also compute the neck's grouping loss;
+                prediction, which never reads it, passes False (it cost about
+                as much as the neck's pooling). Defaults to True.
+
+        Returns:
+            TeacherOutput: stages, (B, K) logits, grouping loss (None without
+            ``with_grouping_loss``).
+        """
         feats = check_stage_features(self.backbone(teacher_input), self.backbone,
                                      min_stages=1, role='teacher backbone')
+        if not with_grouping_loss:
+            pooled = self.neck(feats, saliency_mask=saliency_mask)
+            return TeacherOutput(feats, self.head(pooled), None)
         pooled, grouping_loss = self.neck(
             feats, saliency_mask=saliency_mask, return_grouping_loss=True)
         return TeacherOutput(feats, self.head(pooled), grouping_loss)
@@ -615,7 +632,8 @@ class DAFClassifier(BaseClassifier):
         if not self.with_teacher:
             return student.logits, extras
         teacher_in, saliency = self.teacher_input(inputs, student)
-        teacher_logits = self.teacher(teacher_in, saliency).logits
+        teacher_logits = self.teacher(teacher_in, saliency,
+                                      with_grouping_loss=False).logits
         extras['teacher_logits'] = teacher_logits
         if not self.with_fusion:
             return teacher_logits, extras

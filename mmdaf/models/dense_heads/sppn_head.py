@@ -1,14 +1,14 @@
 """SPPN: saliency part proposal network (paper Sec. 3.3)."""
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Hashable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from mmdet.registry import MODELS, TASK_UTILS
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
-from torchvision.ops import batched_nms
 
 # Default anchors for PARTS, not objects. A part is roughly 1/4 to 1/2 of the
 # object's side; at input 448 an object spans about 200-450 px, so parts span
@@ -33,6 +33,34 @@ DEFAULT_LOSS_OVERLAP = dict(type='PartOverlapLoss', alpha=1.0, loss_weight=1.0)
 DEFAULT_LOSS_AREA = dict(type='PartAreaLoss', loss_weight=1.0)
 # RetinaHead's init: small normal weights, so initial deltas are near zero.
 DEFAULT_INIT_CFG = dict(type='Normal', layer='Conv2d', std=0.01, bias=0.0)
+# Tensors kept by the prior cache: a few input sizes (multi-scale training,
+# evaluation at another size) times a few derived tensors each.
+PRIOR_CACHE_SIZE = 32
+# SPPNHead runs NMS on this many top-k entries per part first (64 for N = 4);
+# a trained R18 DAF on the synthetic set, at 64 and 128 px, found its N-th
+# survivor within the first 20.
+NMS_PREFIX_PER_PART = 16
+
+
+class DenseCandidates(NamedTuple):
+    """One dense pass of the head over a batch, with its candidate anchors.
+
+    Attributes:
+        anchors (Tensor): (M, 4) xyxy anchors in input pixels (cached, shared
+            between calls: never modify it in place).
+        scores (Tensor): (B, M) raw anchor scores.
+        deltas (Tensor): (B, M, 4) box deltas.
+        is_candidate (Tensor): (B, M) bool candidate mask.
+        fixed_boxes (Tensor, optional): (M, 4) the anchors decoded with zero
+            deltas and clipped to the input (cached), without
+            ``regress_boxes``; None otherwise.
+    """
+
+    anchors: Tensor
+    scores: Tensor
+    deltas: Tensor
+    is_candidate: Tensor
+    fixed_boxes: Optional[Tensor]
 
 
 @MODELS.register_module()
@@ -124,6 +152,11 @@ class SPPNHead(BaseModule):
         self.regress_boxes = regress_boxes
         self.pre_nms_topk = pre_nms_topk
         self.nms_iou_thr = nms_iou_thr
+        # Anchors and what follows from them alone (candidate geometry, fixed
+        # boxes) depend only on the feature-map and input sizes, dtype and
+        # device; rebuilding them costs more than the head's post-processing
+        # (benchmarks/speed.py). A plain dict: not in the state dict.
+        self._prior_cache: Dict[Hashable, object] = {}
 
         self.prior_generator = TASK_UTILS.build(_in_mmdet(anchor_generator))
         self.bbox_coder = TASK_UTILS.build(_in_mmdet(bbox_coder))
@@ -197,8 +230,8 @@ class SPPNHead(BaseModule):
             sorted by score descending; both carry gradient (boxes to the
             regression branch, scores to the score branch).
         """
-        dense, is_candidate = self._dense_candidates(feats, img_shape, object_mask)
-        return self._top_n(dense, is_candidate, img_shape)
+        dense = self._dense_candidates(feats, img_shape, object_mask)
+        return self._top_n(dense, img_shape)
 
     def propose_and_sample(self,
                            feats: Sequence[Tensor],
@@ -212,55 +245,127 @@ class SPPNHead(BaseModule):
             tuple: ``boxes`` (B, N, 4), ``scores`` (B, N), ``sample_boxes``
             (B, K, 4), ``sample_scores`` (B, K); all keep their graph.
         """
-        dense, is_candidate = self._dense_candidates(feats, img_shape, object_mask)
-        boxes, scores = self._top_n(dense, is_candidate, img_shape)
-        sample_boxes, sample_scores = self._draw(dense, is_candidate, img_shape,
-                                                 self.rank_samples)
+        dense = self._dense_candidates(feats, img_shape, object_mask)
+        boxes, scores = self._top_n(dense, img_shape)
+        sample_boxes, sample_scores = self._draw(dense, img_shape, self.rank_samples)
         return boxes, scores, sample_boxes, sample_scores
 
     def _dense_candidates(self, feats: Sequence[Tensor], img_shape: Tuple[int, int],
-                          object_mask: Optional[Tensor]
-                          ) -> Tuple[Tuple[Tensor, Tensor, Tensor], Tensor]:
-        """:meth:`dense_scores` and the (B, M) candidate mask of its anchors."""
-        dense = self.dense_scores(feats)
-        return dense, self.anchor_candidates(dense[0], img_shape, object_mask,
-                                             dense[1].shape[0])
+                          object_mask: Optional[Tensor]) -> DenseCandidates:
+        """:meth:`dense_scores` with the candidate mask of its anchors, both
+        looked up in the prior cache."""
+        anchors, scores, deltas = self.dense_scores(feats)
+        key = _prior_key([feat.shape[-2:] for feat in feats], scores.dtype,
+                         scores.device)
+        img_shape = (int(img_shape[0]), int(img_shape[1]))
+        mask_size = None if object_mask is None else tuple(object_mask.shape[-2:])
+        inside, cells = self._cached(
+            ('candidates', key, img_shape, mask_size),
+            lambda: self._candidate_geometry(anchors, img_shape, mask_size))
+        is_candidate = self._select_candidates(inside, cells, object_mask,
+                                               scores.shape[0], anchors.shape[0],
+                                               anchors.device)
+        fixed_boxes = None
+        if not self.regress_boxes:
+            # Zero deltas: the decoded boxes depend on the anchors alone.
+            fixed_boxes = self._cached(
+                ('fixed_boxes', key, img_shape),
+                lambda: self.bbox_coder.decode(anchors, torch.zeros_like(anchors),
+                                               max_shape=img_shape))
+        return DenseCandidates(anchors, scores, deltas, is_candidate, fixed_boxes)
 
-    def _top_n(self, dense: Tuple[Tensor, Tensor, Tensor], is_candidate: Tensor,
+    def _boxes_at(self, dense: DenseCandidates, index: Tensor,
+                  img_shape: Tuple[int, int]) -> Tensor:
+        """(B, K, 4) decoded boxes of the anchors at ``index`` (B, K)."""
+        if dense.fixed_boxes is not None:
+            return dense.fixed_boxes[index]
+        num_imgs, num_boxes = index.shape
+        return self.bbox_coder.decode(
+            dense.anchors[index].reshape(-1, 4),
+            dense.deltas.gather(1, index[..., None].expand(-1, -1, 4)).reshape(-1, 4),
+            max_shape=tuple(img_shape)).reshape(num_imgs, num_boxes, 4)
+
+    def _top_n(self, dense: DenseCandidates,
                img_shape: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
-        anchors, scores, deltas = dense
-        num_imgs = scores.shape[0]
-        num_topk = min(self.pre_nms_topk, anchors.shape[0])
+        scores, is_candidate = dense.scores, dense.is_candidate
+        num_topk = min(self.pre_nms_topk, dense.anchors.shape[0])
         ranking = scores.detach().masked_fill(~is_candidate, float('-inf'))
         topk_idx = ranking.topk(num_topk, dim=1).indices  # (B, k), by score
         topk_valid = is_candidate.gather(1, topk_idx)
         topk_scores = scores.gather(1, topk_idx)
-        topk_boxes = self.bbox_coder.decode(
-            anchors[topk_idx].reshape(-1, 4),
-            deltas.gather(1, topk_idx[..., None].expand(-1, -1, 4)).reshape(-1, 4),
-            max_shape=tuple(img_shape)).reshape(num_imgs, num_topk, 4)
 
-        survived = self._nms_survivors(topk_boxes, topk_scores, topk_valid)
-        picked = self._pick_n(survived, topk_valid, topk_scores)
-        part_boxes = topk_boxes.gather(1, picked[..., None].expand(-1, -1, 4))
-        part_scores = topk_scores.gather(1, picked)
-        return part_boxes, part_scores
+        # Greedy NMS decides each entry from the entries before it, so a prefix
+        # of the top-k list gets the same answers as the whole list. The N
+        # survivors usually lie in the first few dozen entries: NMS runs on a
+        # prefix first and on the whole list only when some image needs more
+        # (the check reads one bool back from the device).
+        num_first = min(num_topk, NMS_PREFIX_PER_PART * self.num_parts)
+        # Decoding is per box: a prefix decodes as in the whole list.
+        boxes = self._boxes_at(dense, topk_idx[:, :num_first], img_shape)
+        survived = self._nms_survivors(boxes, topk_scores[:, :num_first],
+                                       topk_valid[:, :num_first])
+        if num_first < num_topk and not bool(
+                (survived.sum(dim=1) >= self.num_parts).all()):
+            num_first = num_topk
+            boxes = self._boxes_at(dense, topk_idx, img_shape)
+            survived = self._nms_survivors(boxes, topk_scores, topk_valid)
+        picked = self._pick_n(survived, topk_valid[:, :num_first],
+                              topk_scores[:, :num_first])
+        part_boxes = boxes.gather(1, picked[..., None].expand(-1, -1, 4))
+        return part_boxes, topk_scores.gather(1, picked)
+
+    def grid_anchors(self, featmap_sizes: Sequence[Tuple[int, int]],
+                     dtype: torch.dtype, device: torch.device) -> Tensor:
+        """All levels' anchors, flattened: mmdet's ``grid_priors``, cached.
+
+        The same sizes, dtype and device return the same tensor object, so
+        never modify it in place.
+
+        Args:
+            featmap_sizes (Sequence[Tuple[int, int]]): (H_l, W_l) per level,
+                finest first.
+            dtype (torch.dtype): dtype of the anchors.
+            device (torch.device): device of the anchors.
+
+        Returns:
+            Tensor: (M, 4) xyxy anchors in input pixels, in mmdet's prior
+            order ((y, x, anchor) per level, finest level first).
+        """
+        key = _prior_key(featmap_sizes, dtype, device)
+        sizes = list(key[0])
+        return self._cached(('anchors', key), lambda: torch.cat(
+            self.prior_generator.grid_priors(sizes, dtype=dtype, device=device)))
+
+    def _cached(self, key: Hashable, build: Callable[[], object]):
+        """``build()``, computed once per key.
+
+        Built without autograd and outside inference mode, so that an entry
+        made in an evaluation under ``torch.inference_mode`` still serves a
+        later training step. The oldest entry goes when the cache is full.
+        """
+        if key in self._prior_cache:
+            return self._prior_cache[key]
+        with torch.inference_mode(False), torch.no_grad():
+            value = build()
+        if len(self._prior_cache) >= PRIOR_CACHE_SIZE:
+            self._prior_cache.pop(next(iter(self._prior_cache)))
+        self._prior_cache[key] = value
+        return value
 
     def dense_scores(self, feats: Sequence[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         """Anchors, scores and deltas of every level, flattened.
 
         Returns:
-            tuple: ``anchors`` (M, 4) xyxy input pixels, ``scores`` (B, M) and
-            ``deltas`` (B, M, 4), in mmdet's prior order ((y, x, anchor) per
-            level, finest level first).
+            tuple: ``anchors`` (M, 4) xyxy input pixels (cached by
+            :meth:`grid_anchors`: do not modify in place), ``scores`` (B, M)
+            and ``deltas`` (B, M, 4), in mmdet's prior order ((y, x, anchor)
+            per level, finest level first).
         """
         scores_per_level, deltas_per_level = self(feats)
         num_imgs = scores_per_level[0].shape[0]
         featmap_sizes = [scores.shape[-2:] for scores in scores_per_level]
-        anchors = torch.cat(
-            self.prior_generator.grid_priors(
-                featmap_sizes, dtype=scores_per_level[0].dtype,
-                device=scores_per_level[0].device))
+        anchors = self.grid_anchors(featmap_sizes, scores_per_level[0].dtype,
+                                    scores_per_level[0].device)
         scores = torch.cat([
             level.permute(0, 2, 3, 1).reshape(num_imgs, -1)
             for level in scores_per_level
@@ -300,22 +405,16 @@ class SPPNHead(BaseModule):
         num_samples = self.rank_samples if num_samples is None else num_samples
         if num_samples < 1:
             raise ValueError(f'num_samples must be >= 1, got {num_samples}')
-        dense, is_candidate = self._dense_candidates(feats, img_shape, object_mask)
-        return self._draw(dense, is_candidate, img_shape, num_samples, generator)
+        dense = self._dense_candidates(feats, img_shape, object_mask)
+        return self._draw(dense, img_shape, num_samples, generator)
 
-    def _draw(self, dense: Tuple[Tensor, Tensor, Tensor], is_candidate: Tensor,
-              img_shape: Tuple[int, int], num_samples: int,
+    def _draw(self, dense: DenseCandidates, img_shape: Tuple[int, int], num_samples: int,
               generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
-        anchors, scores, deltas = dense
-        num_imgs = scores.shape[0]
+        is_candidate = dense.is_candidate
         enough = bool((is_candidate.sum(dim=1) >= num_samples).all())
         picked = torch.multinomial(is_candidate.float(), num_samples,
                                    replacement=not enough, generator=generator)  # (B, K)
-        boxes = self.bbox_coder.decode(
-            anchors[picked].reshape(-1, 4),
-            deltas.gather(1, picked[..., None].expand(-1, -1, 4)).reshape(-1, 4),
-            max_shape=tuple(img_shape)).reshape(num_imgs, num_samples, 4)
-        return boxes, scores.gather(1, picked)
+        return self._boxes_at(dense, picked, img_shape), dense.scores.gather(1, picked)
 
     def anchor_candidates(self, anchors: Tensor, img_shape: Tuple[int, int],
                           object_mask: Optional[Tensor],
@@ -332,14 +431,51 @@ class SPPNHead(BaseModule):
         Returns:
             Tensor: (B, M) bool; an image whose rules keep no anchor keeps all.
         """
-        num_anchors = anchors.shape[0]
-        is_candidate = anchors.new_ones((num_imgs, num_anchors), dtype=torch.bool)
+        mask_size = None if object_mask is None else tuple(object_mask.shape[-2:])
+        inside, cells = self._candidate_geometry(anchors, img_shape, mask_size)
+        return self._select_candidates(inside, cells, object_mask, num_imgs,
+                                       anchors.shape[0], anchors.device)
+
+    def _candidate_geometry(self, anchors: Tensor, img_shape: Tuple[int, int],
+                            mask_size: Optional[Tuple[int, int]]
+                            ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
+        """What the candidate rules need of the anchors, image-independent.
+
+        Args:
+            anchors (Tensor): (M, 4) xyxy anchors in input pixels.
+            img_shape (Tuple[int, int]): (H, W) of the input.
+            mask_size (Tuple[int, int], optional): (h, w) of the object mask.
+
+        Returns:
+            tuple: ``inside`` (M,) bool, the anchors wholly inside the image
+            (None without ``inside_image``), and ``cells`` (M,) long, the
+            flat index ``row * w + col`` of the mask cell holding each
+            anchor centre (nearest lookup; None without a mask).
+        """
+        inside = None
         if self.inside_image:
             height, width = img_shape
             inside = ((anchors[:, 0] >= 0) & (anchors[:, 1] >= 0)
                       & (anchors[:, 2] <= width) & (anchors[:, 3] <= height))
-            is_candidate = is_candidate & inside
+        if mask_size is None:
+            return inside, None
+        mask_h, mask_w = mask_size
+        centres_x = (anchors[:, 0] + anchors[:, 2]) / 2
+        centres_y = (anchors[:, 1] + anchors[:, 3]) / 2
+        cols = (centres_x * mask_w / img_shape[1]).floor().long().clamp(0, mask_w - 1)
+        rows = (centres_y * mask_h / img_shape[0]).floor().long().clamp(0, mask_h - 1)
+        return inside, rows * mask_w + cols
+
+    @staticmethod
+    def _select_candidates(inside: Optional[Tensor], cells: Optional[Tensor],
+                           object_mask: Optional[Tensor], num_imgs: int,
+                           num_anchors: int, device: torch.device) -> Tensor:
+        """(B, M) candidate mask from :meth:`_candidate_geometry`'s tensors."""
         if object_mask is None:
+            if inside is None:
+                return torch.ones((num_imgs, num_anchors), dtype=torch.bool,
+                                  device=device)
+            is_candidate = inside.expand(num_imgs, num_anchors)
             return is_candidate | ~is_candidate.any(dim=1, keepdim=True)
         if object_mask.dim() != 4 or object_mask.shape[1] != 1:
             raise ValueError(f'object_mask must be (B, 1, h, w), got '
@@ -347,29 +483,91 @@ class SPPNHead(BaseModule):
         if object_mask.shape[0] != num_imgs:
             raise ValueError(f'object_mask has batch size {object_mask.shape[0]}, '
                              f'the features have {num_imgs}')
-        mask = object_mask[:, 0].bool()
-        mask_h, mask_w = mask.shape[-2:]
-        centres_x = (anchors[:, 0] + anchors[:, 2]) / 2
-        centres_y = (anchors[:, 1] + anchors[:, 3]) / 2
-        cols = (centres_x * mask_w / img_shape[1]).floor().long().clamp(0, mask_w - 1)
-        rows = (centres_y * mask_h / img_shape[0]).floor().long().clamp(0, mask_h - 1)
-        is_candidate = is_candidate & mask[:, rows, cols]  # (B, M)
-        keeps_none = ~is_candidate.any(dim=1, keepdim=True)
-        return is_candidate | keeps_none
+        # One gather over the flattened mask serves the whole batch.
+        is_candidate = object_mask[:, 0].bool().flatten(1).index_select(1, cells)
+        if inside is not None:
+            is_candidate = is_candidate & inside
+        return is_candidate | ~is_candidate.any(dim=1, keepdim=True)
 
     def _nms_survivors(self, boxes: Tensor, scores: Tensor, valid: Tensor) -> Tensor:
-        """(B, k) bool: valid candidates kept by NMS, one batched call."""
-        num_imgs, num_topk = scores.shape
-        img_idx = torch.arange(num_imgs, device=scores.device)[:, None]
-        img_idx = img_idx.expand(num_imgs, num_topk)
-        valid_pos = valid.reshape(-1).nonzero().squeeze(1)
-        kept = batched_nms(boxes.detach().reshape(-1, 4)[valid_pos].float(),
-                           scores.detach().reshape(-1)[valid_pos].float(),
-                           img_idx.reshape(-1)[valid_pos], self.nms_iou_thr)
-        survived = torch.zeros(num_imgs * num_topk, dtype=torch.bool,
-                               device=scores.device)
-        survived[valid_pos[kept]] = True
-        return survived.view(num_imgs, num_topk)
+        """(B, k) bool: the first N valid candidates that greedy NMS keeps.
+
+        The top-k list is already in NMS order (score descending, ties in
+        top-k order, as torchvision's stable sort leaves them), and greedy NMS
+        decides each box from the kept boxes before it only. So the first N
+        survivors come from N rounds over the whole batch at once: keep each
+        image's first live candidate, then drop the candidates it overlaps
+        (itself included); later survivors, which :meth:`_pick_n` never
+        reaches, are not sought. An image with fewer than N survivors gets all
+        of them, as a full NMS would. Overlaps are decided as torchvision's CPU
+        ``nms`` decides them (:func:`_iou_above`), so the kept boxes are the
+        same.
+
+        A short list (the prefix :meth:`_top_n` tries first) gets all its
+        pairwise overlaps at once, which leaves three small ops per round; a
+        long one gets the kept box's overlaps round by round.
+
+        Args:
+            boxes (Tensor): (B, k, 4) xyxy candidate boxes, in top-k order.
+            scores (Tensor): (B, k) their scores; not read (the order says
+                all), kept for the callers' signature.
+            valid (Tensor): (B, k) bool, which entries are candidates.
+
+        Returns:
+            Tensor: (B, k) bool.
+        """
+        num_topk = valid.shape[1]
+        # Coordinates first, (4, B, k + 1), so that the overlaps below run
+        # over contiguous rows. A zero box at the end overlaps nothing: the
+        # greedy rounds use position k as "no live candidate left".
+        coords = F.pad(boxes.detach().float().permute(2, 0, 1), (0, 1))
+        areas = (coords[2] - coords[0]) * (coords[3] - coords[1])  # (B, k + 1)
+        if num_topk <= NMS_PREFIX_PER_PART * self.num_parts:
+            suppresses = _iou_above(coords[..., None], areas[..., None],
+                                    coords[:, :, None], areas[:, None],
+                                    self.nms_iou_thr)  # (B, k + 1, k + 1)
+            # Keeping a candidate removes it; the zero box stays live.
+            suppresses.diagonal(dim1=1, dim2=2)[:, :num_topk] = True
+
+            def suppressed_by(first: Tensor) -> Tensor:
+                return suppresses.gather(
+                    1, first[..., None].expand(-1, -1, num_topk + 1)).squeeze(1)
+        else:
+            positions = torch.arange(num_topk + 1, device=coords.device)
+
+            def suppressed_by(first: Tensor) -> Tensor:
+                kept = coords.gather(2, first.expand(4, -1, -1))  # (4, B, 1)
+                above = _iou_above(kept, areas.gather(1, first), coords, areas,
+                                   self.nms_iou_thr)  # (B, k + 1)
+                return above | ((positions == first) & (first < num_topk))
+
+        return self._greedy_survivors(valid, suppressed_by)
+
+    def _greedy_survivors(self, valid: Tensor,
+                          suppressed_by: Callable[[Tensor], Tensor]) -> Tensor:
+        """N greedy NMS rounds over (B, k) candidates.
+
+        Args:
+            valid (Tensor): (B, k) bool, the candidates, in NMS order.
+            suppressed_by (Callable): (B, 1) positions in [0, k] -> (B, k + 1)
+                bool, what keeping them removes; position k is a placeholder
+                that removes nothing.
+
+        Returns:
+            Tensor: (B, k) bool, the kept positions.
+        """
+        num_imgs, num_topk = valid.shape
+        # uint8 for argmax, which returns the first maximum: the best live
+        # candidate, or the always live placeholder k once none is left.
+        alive = F.pad(valid.to(torch.uint8), (0, 1), value=1)
+        kept = []
+        for _ in range(self.num_parts):
+            first = alive.argmax(dim=1, keepdim=True)  # (B, 1)
+            kept.append(first)
+            alive = alive.masked_fill(suppressed_by(first), 0)
+        survived = valid.new_zeros((num_imgs, num_topk + 1))
+        survived.scatter_(1, torch.cat(kept, dim=1), True)
+        return survived[:, :num_topk]
 
     def _pick_n(self, survived: Tensor, valid: Tensor, scores: Tensor) -> Tensor:
         """(B, N) positions into the top-k list: NMS survivors first.
@@ -483,6 +681,40 @@ def _conv_tower(in_channels: int, feat_channels: int, num_convs: int) -> nn.Sequ
             nn.ReLU(inplace=True)
         ]
     return nn.Sequential(*layers)
+
+
+def _iou_above(boxes_a: Tensor, areas_a: Tensor, boxes_b: Tensor, areas_b: Tensor,
+               iou_thr: float) -> Tensor:
+    """Whether IoU(a, b) > ``iou_thr``, decided as torchvision's CPU ``nms``.
+
+    The same float32 operations in the same order (intersection from the
+    clamped corner differences, union ``area_a + area_b - inter``) and the
+    comparison with the threshold in float64, so that every decision matches
+    its bit for bit. A zero-area box has a NaN IoU: never above.
+
+    Args:
+        boxes_a (Tensor): (4, ...) float32 x1, y1, x2, y2 of boxes,
+            coordinates first.
+        areas_a (Tensor): (...) their areas.
+        boxes_b (Tensor): (4, ...) float32 boxes, broadcastable with a.
+        areas_b (Tensor): (...) their areas.
+        iou_thr (float): the NMS threshold.
+
+    Returns:
+        Tensor: bool, the broadcast shape of the areas.
+    """
+    size = (torch.minimum(boxes_a[2:], boxes_b[2:])
+            - torch.maximum(boxes_a[:2], boxes_b[:2])).clamp(min=0)  # (2, ...)
+    inter = size[0] * size[1]
+    return (inter / (areas_a + areas_b - inter)).double() > iou_thr
+
+
+def _prior_key(featmap_sizes: Sequence[Tuple[int, int]], dtype: torch.dtype,
+               device: torch.device) -> Tuple[Tuple[Tuple[int, int], ...], torch.dtype,
+                                              torch.device]:
+    """Hashable key of a set of anchors: level sizes, dtype, device."""
+    sizes = tuple((int(size[0]), int(size[1])) for size in featmap_sizes)
+    return sizes, dtype, torch.device(device)
 
 
 def _in_mmdet(cfg: dict) -> dict:

@@ -58,5 +58,9 @@ class FinestLevelFPN(BaseModule):
         laterals: List[Tensor] = [conv(feat) for conv, feat in zip(self.lateral_convs, feats)]
         merged = laterals[-1]
         for lateral in reversed(laterals[:-1]):
-            merged = lateral + F.interpolate(merged, size=lateral.shape[-2:], mode='nearest')
+            # Nearest resizing to the same size (a stride-16 C5 beside C4) is
+            # the identity; skipping it saves a slow copy on CPU.
+            if merged.shape[-2:] != lateral.shape[-2:]:
+                merged = F.interpolate(merged, size=lateral.shape[-2:], mode='nearest')
+            merged = lateral + merged
         return (self.output_conv(merged), )

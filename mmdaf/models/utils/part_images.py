@@ -78,6 +78,13 @@ def boxes_to_pixel_masks(boxes: Tensor, img_shape: Tuple[int, int]) -> Tensor:
     Returns:
         Tensor: (B, N, H, W) bool.
     """
+    in_rows, in_cols = _box_rows_and_cols(boxes, img_shape)
+    return in_rows[..., :, None] & in_cols[..., None, :]
+
+
+def _box_rows_and_cols(boxes: Tensor, img_shape: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+    """The pixel rows (B, N, H) and columns (B, N, W), bool, each box spans
+    (the pixel-centre rule of :func:`boxes_to_pixel_masks`)."""
     _check_boxes(boxes)
     height, width = img_shape
     boxes = boxes.detach()
@@ -86,7 +93,7 @@ def boxes_to_pixel_masks(boxes: Tensor, img_shape: Tuple[int, int]) -> Tensor:
     x1, y1, x2, y2 = (boxes[..., k, None] for k in range(4))  # each (B, N, 1)
     in_cols = (xs >= x1) & (xs < x2)  # (B, N, W)
     in_rows = (ys >= y1) & (ys < y2)  # (B, N, H)
-    return in_rows[..., :, None] & in_cols[..., None, :]
+    return in_rows, in_cols
 
 
 def boxes_to_saliency_mask(boxes: Tensor, img_shape: Tuple[int, int]) -> Tensor:
@@ -99,8 +106,15 @@ def boxes_to_saliency_mask(boxes: Tensor, img_shape: Tuple[int, int]) -> Tensor:
     Returns:
         Tensor: (B, 1, H, W) float in {0, 1}, dtype of ``boxes``.
     """
-    pixel_masks = boxes_to_pixel_masks(boxes, img_shape)
-    return pixel_masks.any(dim=1, keepdim=True).to(boxes.dtype)
+    in_rows, in_cols = _box_rows_and_cols(boxes, img_shape)
+    # Pixel (y, x) is in the union when some box spans both row y and column x:
+    # a (B, H, N) x (B, N, W) product counts those boxes without building the
+    # (B, N, H, W) masks. The counts are small integers, exact in float32
+    # (autocast off keeps them so); clamping them at 1 is the union, cheaper
+    # than a comparison and a bool-to-float copy.
+    with torch.autocast(device_type=boxes.device.type, enabled=False):
+        covering = torch.bmm(in_rows.transpose(1, 2).float(), in_cols.float())
+    return covering.clamp_(max=1)[:, None].to(boxes.dtype)
 
 
 def make_part_images(imgs: Tensor,
