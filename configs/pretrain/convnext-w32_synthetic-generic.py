@@ -7,7 +7,7 @@
 # which writes checkpoints/convnext-w32_synthetic-generic_64px.pth. Standard
 # ConvNeXt strides (32 at the last stage); the fine-grained configs run the
 # last stage at stride 16 with dilation 2 on these weights, as the ResNet-18
-# ones do. The recipe (SGD, lr 0.05) is the ResNet-18's, not tuned for ConvNeXt.
+# ones do. Same schedule as the ResNet-18's, but AdamW (below).
 _base_ = [
     '../_base_/models/convnext-w32_fgvc.py',
     '../_base_/datasets/synthetic_generic.py',
@@ -29,7 +29,10 @@ train_pipeline = [
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 
-optim_wrapper = dict(optimizer=dict(lr=0.05))
+# AdamW, ConvNeXt's own recipe: with the ResNet-18's SGD (lr 0.05) the loss
+# stayed at ln(12) = 2.48, chance, for 5 epochs.
+optim_wrapper = dict(
+    optimizer=dict(_delete_=True, type='AdamW', lr=2e-3, weight_decay=0.05))
 param_scheduler = dict(type='CosineAnnealingLR', by_epoch=True, T_max=12, eta_min=1e-4)
 train_cfg = dict(max_epochs=12, val_interval=12)
 default_hooks = dict(logger=dict(interval=10),
