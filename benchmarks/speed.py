@@ -722,10 +722,12 @@ def format_table(result: dict) -> str:
     ]
     for name, value in times.items():
         lines.append(f'{name:<40}{value:>10.4f}')
+    # A forward-only part pass counts as a share of a training pass.
+    share = FORWARD_SHARE if result.get('parts_forward_only') else 1
     lines += [
         '',
-        f"P = 1 + N*scale^2 + teacher = 1 + {result['num_parts']}*"
-        f"{result['part_scale']:g}^2 + {result['teacher_factor']:.3f} (measured) "
+        f"P = 1 + N*scale^2*share + teacher = 1 + {result['num_parts']}*"
+        f"{result['part_scale']:g}^2*{share:.3g} + {result['teacher_factor']:.3f} (measured) "
         f"= {result['passes_train']:.3f}  (nominal, teacher = 1: "
         f"{result['passes_train_nominal']:.3f})",
         f"train_ratio = T_daf / (P * T_b) = {result['train_ratio']:.3f}  "

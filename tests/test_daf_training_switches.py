@@ -205,14 +205,17 @@ def test_predict_part_top_m_needs_the_sppn():
 # ---------------------------------------------- box content signal, fixed anchors
 def test_soft_part_images_send_part_loss_gradient_into_box_regression():
     regressing = dict(student_cfg().sppn_head, regress_boxes=True)
+    # The box gradient goes through the student backbone, which the synthetic
+    # configs' part_backbone_grad_scale=0 closes.
     soft = build(part_images=dict(type='PartImageGenerator', blur_sigma_ratio=1 / 20,
-                                  soft_edge=1.0), sppn_head=regressing).train()
+                                  soft_edge=1.0), sppn_head=regressing,
+                 part_backbone_grad_scale=1.0).train()
     soft.zero_grad()
     soft(**batch(), mode='loss')['loss_con'].backward()
     reg_grad = soft.sppn_head.reg_conv.weight.grad
     assert reg_grad is not None and reg_grad.abs().sum() > 0
 
-    hard = build(sppn_head=regressing).train()
+    hard = build(sppn_head=regressing, part_backbone_grad_scale=1.0).train()
     hard.zero_grad()
     hard(**batch(), mode='loss')['loss_con'].backward()
     assert hard.sppn_head.reg_conv.weight.grad is None

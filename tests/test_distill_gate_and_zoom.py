@@ -195,3 +195,10 @@ def test_part_backbone_grad_scale_outside_0_1_is_refused():
     with pytest.raises(ValueError, match=r'part_backbone_grad_scale must be in \[0, 1\], '
                                          'got 1.5'):
         build(part_backbone_grad_scale=1.5)
+
+
+def test_soft_part_images_with_no_backbone_gradient_are_refused():
+    with pytest.raises(ValueError, match='part_images.soft_edge > 0 makes the part images '
+                                         'differentiable in the boxes'):
+        build(part_images=dict(type='PartImageGenerator', soft_edge=1.0),
+              part_backbone_grad_scale=0.0)

@@ -227,7 +227,9 @@ class DAFClassifier(BaseClassifier):
             images' losses (``loss_con``) send into the student backbone;
             the student head still learns from them at full strength. 0
             keeps the backbone for the clean images (and the distillation);
-            1 is the paper's end-to-end training. Defaults to 1.0.
+            1 is the paper's end-to-end training. The gradient that reaches
+            the boxes through differentiable part images
+            (``part_images.soft_edge``) is scaled too. Defaults to 1.0.
         loss_concentrate (dict, optional): ``ConcentrateLoss`` config.
         teacher (dict, optional): ``dict(backbone=..., neck=..., head=...)``,
             see :class:`Teacher`.
@@ -311,6 +313,13 @@ class DAFClassifier(BaseClassifier):
             raise ValueError('DAFClassifier: part_backbone_grad_scale must be in '
                              f'[0, 1], got {part_backbone_grad_scale}')
         self.part_backbone_grad_scale = part_backbone_grad_scale
+        if (part_backbone_grad_scale == 0
+                and getattr(self.part_image_generator, 'soft_edge', 0) > 0):
+            raise ValueError('DAFClassifier: part_images.soft_edge > 0 makes the part '
+                             'images differentiable in the boxes, but '
+                             'part_backbone_grad_scale=0 stops the part loss before '
+                             'the backbone, so the boxes would get no gradient; set '
+                             'part_backbone_grad_scale > 0 or soft_edge=0')
         # Set by PartLossWarmupHook; multiplies the part losses (loss_rank,
         # loss_overlap, loss_area, loss_con).
         self.part_loss_scale = 1.0
