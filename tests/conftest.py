@@ -1,9 +1,11 @@
 """Shared fixtures: a tiny synthetic CUB-layout dataset and config helpers."""
+import logging
 import os
 import os.path as osp
 
 import pytest
 import torch
+from mmengine.logging import MMLogger
 
 import mmdaf  # noqa: F401  (registers components before any config is built)
 from mmdaf.datasets import make_synthetic_fgvc
@@ -36,3 +38,24 @@ def drop_synthetic_pretrained(model_cfg) -> None:
     if teacher is not None:
         teacher['backbone']['init_cfg'] = None
 
+
+
+class ListHandler(logging.Handler):
+    """Keeps the messages logged through it."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def log_messages():
+    """The messages mmengine's current logger prints during the test."""
+    logger = MMLogger.get_current_instance()
+    handler = ListHandler()
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)

@@ -3,12 +3,10 @@ widening it, and loading 3-channel checkpoints with zeros in the extra
 channels (ExpandedInputBackbone; ExpandedInputResNet shares the functions).
 
 Tiny ConvNeXt, Swin, ViT archs and a ResNet-18 on 32 px inputs."""
-import logging
 
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.logging import MMLogger
 from mmpretrain.registry import MODELS
 
 from mmdaf.models.backbones import ExpandedInputBackbone, ExpandedInputResNet
@@ -29,25 +27,6 @@ BACKBONES = {
     'swin': (SWIN, 'patch_embed.projection', (8, 3, 4, 4)),
     'resnet': (RESNET, 'conv1', (64, 3, 7, 7)),
 }
-
-
-class ListHandler(logging.Handler):
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def log_messages():
-    logger = MMLogger.get_current_instance()
-    handler = ListHandler()
-    logger.addHandler(handler)
-    yield handler.messages
-    logger.removeHandler(handler)
 
 
 class TwoConvs(nn.Module):

@@ -1,8 +1,6 @@
-import logging
 
 import pytest
 import torch
-from mmengine.logging import MMLogger
 from mmpretrain.models.backbones import ResNet
 from mmpretrain.registry import MODELS
 
@@ -10,25 +8,6 @@ from mmdaf.models.backbones.expanded_input_resnet import (
     ExpandedInputResNet,
     expand_input_conv_weight,
 )
-
-
-class ListHandler(logging.Handler):
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def log_messages():
-    logger = MMLogger.get_current_instance()
-    handler = ListHandler()
-    logger.addHandler(handler)
-    yield handler.messages
-    logger.removeHandler(handler)
 
 
 def save_resnet18(path, **kwargs):
