@@ -33,9 +33,15 @@ import numpy as np
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
-from benchmarks.results_io import check_out_path, write_json  # noqa: E402
-
-sys.path.insert(0, osp.join(REPO_ROOT, 'benchmarks'))
+from benchmarks.common import (  # noqa: E402
+    build_test_loader,
+    check_out_path,
+    load_trained_model,
+    read_image_ids,
+    read_part_boxes,
+    write_json,
+)
+from benchmarks.learning_metrics import boxes_containing_a_part  # noqa: E402
 
 TOP = 4
 
@@ -82,13 +88,6 @@ def summarise_shapes(records: Sequence[Dict[str, np.ndarray]]) -> Dict[str, dict
 
 def measure(config_file: str, checkpoint: str, data_root: str, max_images: int) -> dict:
     import torch
-    from learning import (
-        boxes_containing_a_part,
-        build_test_loader,
-        load_trained_model,
-        read_image_ids,
-        read_part_boxes,
-    )
 
     cfg, model = load_trained_model(config_file, checkpoint)
     head = model.sppn_head

@@ -24,7 +24,12 @@ from typing import Dict, List, Optional, Sequence
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
-from benchmarks.results_io import check_out_path, write_json  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    check_out_path,
+    load_config,
+    model_cfg_with_preprocessor,
+    write_json,
+)
 
 MODULE_GROUPS = {
     'backbone': ('backbone', ),
@@ -68,20 +73,14 @@ def loss_grad_norms(losses: Dict, groups: Dict[str, List]) -> Dict[str, Dict[str
 
 def measure(config: str, data_root: str, batches: int, checkpoint: Optional[str],
             cfg_options: Optional[Dict]) -> Dict:
+    """Per loss and module group, the gradient norm averaged over ``batches``
+    training batches of ``data_root``."""
     import torch
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
     from mmengine.runner import Runner, load_checkpoint
     from mmpretrain.registry import MODELS
 
-    import mmdaf  # noqa: F401
-    cfg = Config.fromfile(config)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    model_cfg = copy.deepcopy(cfg.model)
-    if model_cfg.get('data_preprocessor') is None:
-        model_cfg['data_preprocessor'] = cfg.get('data_preprocessor')
+    cfg = load_config(config, cfg_options)
+    model_cfg = model_cfg_with_preprocessor(cfg)
     torch.manual_seed(0)
     model = MODELS.build(model_cfg)
     model.init_weights()

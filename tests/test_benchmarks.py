@@ -1,10 +1,11 @@
-"""benchmarks/speed.py and benchmarks/learning.py: hand-computed values and a
-tiny end-to-end speed run whose JSON must be self-consistent."""
+"""benchmarks/speed.py and benchmarks/learning.py and their helper modules:
+hand-computed values and a tiny end-to-end speed run whose JSON must be
+self-consistent."""
 import argparse
-import importlib.util
+import importlib
 import json
 import os
-import os.path as osp
+import sys
 
 import numpy as np
 import pytest
@@ -12,16 +13,24 @@ import torch
 from conftest import REPO_ROOT, config_path
 
 
-def _load(name: str):
-    path = osp.join(REPO_ROOT, 'benchmarks', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'benchmarks_{name}', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _import(name: str):
+    """``benchmarks/<name>.py`` as the module ``benchmarks.<name>`` (the
+    scripts and their helpers import each other from the repository root)."""
+    if REPO_ROOT not in sys.path:
+        sys.path.insert(0, REPO_ROOT)
+    return importlib.import_module(f'benchmarks.{name}')
 
 
-speed = _load('speed')
-learning = _load('learning')
+common = _import('common')
+speed = _import('speed')
+speed_flops = _import('speed_flops')
+speed_timing = _import('speed_timing')
+learning = _import('learning')
+learning_eval = _import('learning_eval')
+learning_metrics = _import('learning_metrics')
+learning_presets = _import('learning_presets')
+learning_runs = _import('learning_runs')
+learning_tables = _import('learning_tables')
 
 
 # ----------------------------------------------------------------------------
@@ -39,7 +48,7 @@ def test_box_centre_hits_hand_made_boxes():
         [-10, 0, 10, 10],    # centre (0, 5): on region 0's left edge
         [30, 30, 32, 32],    # centre (31, 31): just outside region 1
     ], dtype=float)
-    hits = learning.box_centre_hits(boxes, REGIONS)
+    hits = learning_metrics.box_centre_hits(boxes, REGIONS)
     assert hits.tolist() == [True, False, True, True, True, False]
 
 
@@ -51,9 +60,9 @@ def test_boxes_containing_a_part_uses_the_part_centres():
         [6, 6, 19, 19],      # overlaps region 0 but not its centre
         [25, 25, 30, 30],    # (25, 25) on its corner counts
     ], dtype=float)
-    contains = learning.boxes_containing_a_part(boxes, REGIONS)
+    contains = learning_metrics.boxes_containing_a_part(boxes, REGIONS)
     assert contains.tolist() == [True, True, False, True]
-    assert learning.box_centre_hits(boxes[:1], REGIONS).tolist() == [True]  # (20, 20)
+    assert learning_metrics.box_centre_hits(boxes[:1], REGIONS).tolist() == [True]  # (20, 20)
 
 
 def test_hit_rates_proposals_and_random_boxes_of_the_same_size():
@@ -64,7 +73,7 @@ def test_hit_rates_proposals_and_random_boxes_of_the_same_size():
                          dtype=float)}
     regions = {1: REGIONS}
     shapes = {1: (40, 40)}
-    rates = learning.hit_rates(boxes, regions, shapes, draws=4000, seed=0)
+    rates = learning_metrics.hit_rates(boxes, regions, shapes, draws=4000, seed=0)
     # Proposals: (20, 20) hit, (5, 5) hit, (13, 13) miss, (3, 3) hit.
     assert rates['hit_rate'] == pytest.approx(3 / 4)
     assert rates['num_boxes'] == 4
@@ -86,7 +95,7 @@ def test_hit_rates_proposals_and_random_boxes_of_the_same_size():
 def test_random_boxes_keep_size_and_stay_inside():
     rng = np.random.default_rng(0)
     boxes = np.array([[5, 5, 25, 15], [0, 0, 50, 60]], dtype=float)  # second too wide
-    random_boxes = learning.random_boxes_like(boxes, (40, 30), draws=50, rng=rng)
+    random_boxes = learning_metrics.random_boxes_like(boxes, (40, 30), draws=50, rng=rng)
     assert random_boxes.shape == (50, 2, 4)
     widths = random_boxes[..., 2] - random_boxes[..., 0]
     heights = random_boxes[..., 3] - random_boxes[..., 1]
@@ -98,12 +107,12 @@ def test_random_boxes_keep_size_and_stay_inside():
 
 def test_hit_rates_rejects_no_proposals():
     with pytest.raises(ValueError, match='boxes_per_image is empty'):
-        learning.hit_rates({}, {}, {})
+        learning_metrics.hit_rates({}, {}, {})
 
 
 def test_accuracies_top1_and_mean_per_class():
     # class 0: 1 of 1 right; class 1: 3 of 4 right; class 2 absent from gt.
-    result = learning.accuracies([0, 0, 1, 1, 1], [0, 1, 1, 1, 1], num_classes=3)
+    result = learning_metrics.accuracies([0, 0, 1, 1, 1], [0, 1, 1, 1, 1], num_classes=3)
     assert result['top1'] == pytest.approx(0.8)
     assert result['mean_class_acc'] == pytest.approx((1.0 + 0.75) / 2)
 
@@ -139,7 +148,7 @@ def test_train_split_accuracy_reads_the_training_images(tmp_path):
                         img_size=32, seed=0)
     cfg = Config.fromfile(config_path('_base_/datasets/synthetic_fgvc.py'))
     model = _PredictsClassZero()
-    result = learning.train_split_accuracy(cfg, model, data_root, num_classes=4)
+    result = learning_eval.train_split_accuracy(cfg, model, data_root, num_classes=4)
     # 12 training images, 3 per class: class 0 is 1/4 of them, class 1 too.
     assert len(model.seen_paths) == 12
     assert result == dict(train_top1=pytest.approx(0.25),
@@ -147,27 +156,27 @@ def test_train_split_accuracy_reads_the_training_images(tmp_path):
 
 
 def test_summarise_mean_and_sample_std():
-    stats = learning.summarise([0.5, 0.7, 0.9])
+    stats = learning_tables.summarise([0.5, 0.7, 0.9])
     assert stats['mean'] == pytest.approx(0.7)
     assert stats['std'] == pytest.approx(0.2)
     assert (stats['min'], stats['max'], stats['n']) == (0.5, 0.9, 3)
-    assert learning.summarise([0.4])['std'] is None
+    assert learning_tables.summarise([0.4])['std'] is None
 
 
 def test_read_part_boxes(tmp_path):
     (tmp_path / 'parts').mkdir()
     (tmp_path / 'parts' / 'part_boxes.txt').write_text(
         '1 1 1.0 2.0 3.0 4.0\n1 2 5 6 7 8\n2 1 0 0 1 1\n')
-    regions = learning.read_part_boxes(str(tmp_path))
+    regions = common.read_part_boxes(str(tmp_path))
     assert sorted(regions) == [1, 2]
     assert regions[1].tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
     (tmp_path / 'parts' / 'part_boxes.txt').write_text('1 1 1 2 3\n')
     with pytest.raises(ValueError, match='part_boxes.txt:1'):
-        learning.read_part_boxes(str(tmp_path))
+        common.read_part_boxes(str(tmp_path))
 
 
 def test_cfg_options_follow_the_switched_on_parts():
-    student = dict(o.split('=', 1) for o in learning.cfg_options(
+    student = dict(o.split('=', 1) for o in learning_runs.cfg_options(
         config_path('ablation', 'r18_sppn_synthetic.py'), '/data', 4, 128, 3, 1,
         extra=['model.part_bn=shared']))
     assert student['model.head.num_classes'] == '4'
@@ -176,14 +185,14 @@ def test_cfg_options_follow_the_switched_on_parts():
     assert student['model.sppn_head.anchor_generator.octave_base_scale'] == '2.5'
     assert student['train_cfg.max_epochs'] == '3' and student['param_scheduler.T_max'] == '3'
     assert student['model.part_bn'] == 'shared'  # extra options reach DAF rows
-    daf = dict(o.split('=', 1) for o in learning.cfg_options(
+    daf = dict(o.split('=', 1) for o in learning_runs.cfg_options(
         config_path('daf_r18_synthetic.py'), '/data', 4, 64, 3, 1, pretrained=False))
     assert daf['model.teacher.head.num_classes'] == '4'
     assert daf['model.fusion_head.num_classes'] == '4'
     assert daf['model.backbone.init_cfg'] == 'None'
     assert daf['model.teacher.backbone.init_cfg'] == 'None'
     assert 'model.sppn_head.anchor_generator.octave_base_scale' not in daf
-    baseline = dict(o.split('=', 1) for o in learning.cfg_options(
+    baseline = dict(o.split('=', 1) for o in learning_runs.cfg_options(
         config_path('ablation', 'r18_baseline_synthetic.py'), '/data', 4, 64, 3, 1,
         extra=['model.part_bn=shared']))
     assert 'model.part_bn' not in baseline  # not a DAF model: extras do not apply
@@ -193,7 +202,7 @@ def test_cfg_options_follow_the_switched_on_parts():
 def test_touches_border_within_tolerance():
     boxes = np.array([[0.3, 10, 20, 20], [5, 5, 63.6, 30], [5, 5, 20, 20],
                       [1, 1, 63, 63]], dtype=float)
-    np.testing.assert_array_equal(learning.touches_border(boxes, (64, 64)),
+    np.testing.assert_array_equal(learning_metrics.touches_border(boxes, (64, 64)),
                                   [True, True, False, False])
 
 
@@ -206,17 +215,17 @@ def test_two_run_ensemble_averages_softmax_scores(tmp_path):
     for seed, scores in enumerate((run_a, run_b, run_a)):
         paths.append(str(tmp_path / f'seed{seed}.npz'))
         np.savez_compressed(paths[-1], scores=scores, labels=labels)
-    assert learning.ensemble_top1(paths[:1]) == pytest.approx(2 / 3)
-    assert learning.ensemble_top1(paths[:2]) == 1.0
+    assert learning_tables.ensemble_top1(paths[:1]) == pytest.approx(2 / 3)
+    assert learning_tables.ensemble_top1(paths[:2]) == 1.0
     records = [dict(seed=seed, scores_file=path, train_s=10.0 + seed)
                for seed, path in enumerate(paths)]
-    pairs = learning.pairwise_ensembles(records[::-1])
+    pairs = learning_tables.pairwise_ensembles(records[::-1])
     assert [(p['seed'], p['top1']) for p in pairs] == \
         [('0+1', 1.0), ('0+2', pytest.approx(2 / 3)), ('1+2', 1.0)]
     assert pairs[0]['train_s'] == 21.0
     np.savez_compressed(paths[2], scores=run_a, labels=np.array([0, 1, 0]))
     with pytest.raises(ValueError, match='seed2.npz: its test labels differ'):
-        learning.ensemble_top1(paths[1:])
+        learning_tables.ensemble_top1(paths[1:])
 
 
 def test_loss_curve_averages_each_logged_loss_per_epoch(tmp_path):
@@ -227,12 +236,12 @@ def test_loss_curve_averages_each_logged_loss_per_epoch(tmp_path):
         '{"loss": 2.0, "loss_pred": 1.0, "distill_kept": 0.75, "epoch": 1}',
         '{"loss": 1.0, "loss_pred": 0.5, "distill_kept": 1.0, "epoch": 2}',
         '{"accuracy/top1": 50.0, "step": 2}']))
-    assert learning.loss_curve(str(tmp_path / 'run')) == dict(
+    assert learning_runs.loss_curve(str(tmp_path / 'run')) == dict(
         loss_pred=[1.5, 0.5], distill_kept=[0.5, 1.0])
-    assert learning._final_train_loss(str(tmp_path / 'run')) == 1.0
+    assert learning_runs.final_train_loss(str(tmp_path / 'run')) == 1.0
     # A plain classifier logs only its cross entropy, as ``loss``.
     (log / 'scalars.json').write_text('{"loss": 2.5, "epoch": 1}')
-    assert learning.loss_curve(str(tmp_path / 'run')) == dict(loss_pred=[2.5])
+    assert learning_runs.loss_curve(str(tmp_path / 'run')) == dict(loss_pred=[2.5])
 
 
 def test_presets_fill_what_the_flags_leave_open():
@@ -247,14 +256,13 @@ def test_presets_fill_what_the_flags_leave_open():
 
 
 def test_out_without_an_extension_is_written_as_json(tmp_path):
-    results_io = _load('results_io')
     path = tmp_path / 'new_folder' / 'results'
     parser = argparse.ArgumentParser()
-    results_io.check_out_path(parser, str(path))  # creates the folder now
+    common.check_out_path(parser, str(path))  # creates the folder now
     assert path.parent.is_dir()
     result = dict(top1=np.float32(0.5), counts=np.array([1, 2]), keys={'b', 'a'},
                   ratio=torch.tensor(1.25))
-    results_io.write_json(result, str(path))
+    common.write_json(result, str(path))
     assert json.loads(path.read_text()) == dict(top1=0.5, counts=[1, 2],
                                                 keys=['a', 'b'], ratio=1.25)
 
@@ -265,7 +273,7 @@ def test_out_without_an_extension_is_written_as_json(tmp_path):
     ('anchor_ranking', ['cfg.py', 'ckpt.pth', '--data-root', 'data']),
 ])
 def test_every_benchmark_checks_out_before_the_run(name, argv, tmp_path, capsys):
-    module = _load(name)
+    module = _import(name)
     out = tmp_path / 'results'
     assert module.parse_args(argv + ['--out', str(out)]).out == str(out)
     with pytest.raises(SystemExit):
@@ -274,7 +282,7 @@ def test_every_benchmark_checks_out_before_the_run(name, argv, tmp_path, capsys)
 
 
 def test_grad_norms_checks_out_before_the_run(tmp_path, capsys):
-    grad_norms = _load('grad_norms')
+    grad_norms = _import('grad_norms')
     with pytest.raises(SystemExit):
         grad_norms.main(['cfg.py', '--data-root', 'data', '--out', str(tmp_path)])
     assert 'is a folder' in capsys.readouterr().err
@@ -284,28 +292,28 @@ def test_grad_norms_checks_out_before_the_run(tmp_path, capsys):
 # speed.py: pass counting, memory peaks, ratios, and one tiny run
 # ----------------------------------------------------------------------------
 def test_backbone_pass_equivalents():
-    assert speed.backbone_pass_equivalents(4, 1.0, True, True) == 6.0
-    assert speed.backbone_pass_equivalents(4, 0.5, True, True, 1.2) == pytest.approx(3.2)
-    assert speed.backbone_pass_equivalents(4, 1.0, False, False) == 1.0
-    assert speed.backbone_pass_equivalents(2, 1.0, True, False) == 3.0
-    assert speed.backbone_pass_equivalents(3, 1.0, True, True,
+    assert speed_flops.backbone_pass_equivalents(4, 1.0, True, True) == 6.0
+    assert speed_flops.backbone_pass_equivalents(4, 0.5, True, True, 1.2) == pytest.approx(3.2)
+    assert speed_flops.backbone_pass_equivalents(4, 1.0, False, False) == 1.0
+    assert speed_flops.backbone_pass_equivalents(2, 1.0, True, False) == 3.0
+    assert speed_flops.backbone_pass_equivalents(3, 1.0, True, True,
                                            parts_forward_only=True) == pytest.approx(3.0)
     with pytest.raises(ValueError, match='part_scale'):
-        speed.backbone_pass_equivalents(4, 0.0, True, True)
+        speed_flops.backbone_pass_equivalents(4, 0.0, True, True)
 
 
 def test_peak_from_memory_events_sorts_by_time():
     # Running sum in time order: 100, 150, 50, 130, 0 -> peak 150.
     events = [(3, 80), (0, 100), (2, -100), (1, 50), (4, -130)]
-    assert speed.peak_from_memory_events(events) == 150
-    assert speed.peak_from_memory_events([(0, -10)]) == 0
+    assert speed_timing.peak_from_memory_events(events) == 150
+    assert speed_timing.peak_from_memory_events([(0, -10)]) == 0
 
 
 def test_median_ratio_is_taken_round_by_round():
     # Rounds: 2/(2*1) = 1, 4/(2*1) = 2, 6/(2*2) = 1.5.
-    assert speed.median_ratio([2, 4, 6], [1, 1, 2], scale=2) == pytest.approx(1.5)
+    assert speed_timing.median_ratio([2, 4, 6], [1, 1, 2], scale=2) == pytest.approx(1.5)
     with pytest.raises(ValueError, match='equally long'):
-        speed.median_ratio([1, 2], [1])
+        speed_timing.median_ratio([1, 2], [1])
 
 
 def test_peak_memory_bytes_cpu_sees_a_temporary_tensor():
@@ -313,7 +321,7 @@ def test_peak_memory_bytes_cpu_sees_a_temporary_tensor():
         big = torch.ones(1000, 1000)  # 4 MB held, then freed
         del big
 
-    assert speed.peak_memory_bytes(allocate, 'cpu') >= 4_000_000
+    assert speed_timing.peak_memory_bytes(allocate, 'cpu') >= 4_000_000
 
 
 def test_tiny_speed_run_writes_consistent_json():
@@ -352,7 +360,7 @@ def test_tiny_speed_run_writes_consistent_json():
 # ----------------------------------------------------------------------------
 # anchor_ranking.py: rank statistics per anchor shape
 # ----------------------------------------------------------------------------
-anchor_ranking = _load('anchor_ranking')
+anchor_ranking = _import('anchor_ranking')
 
 
 def test_rank_auc_counts_pairs_and_half_ties():
@@ -384,41 +392,52 @@ def test_summarise_shapes_random_oracle_and_sppn_shares():
 def test_a_finished_run_is_reused_only_with_the_same_config(tmp_path, capsys):
     config = tmp_path / 'cfg.py'
     config.write_text("model = dict(part_backbone_grad_scale=1.0)\n")
-    before = learning.config_fingerprint(str(config))
+    before = learning_runs.config_fingerprint(str(config))
     config.write_text("model = dict(part_backbone_grad_scale=0.0)\n")
-    after = learning.config_fingerprint(str(config))
+    after = learning_runs.config_fingerprint(str(config))
     assert len(before) == 12 and before != after
-    assert learning.config_unchanged(dict(config_sha1=after), after, 'run')
-    assert not learning.config_unchanged(dict(config_sha1=before), after, 'run')
+    assert learning_runs.config_unchanged(dict(config_sha1=after), after, 'run')
+    assert not learning_runs.config_unchanged(dict(config_sha1=before), after, 'run')
     assert f'run: the config changed since this run was trained ({before} -> ' \
         f'{after}); training it again' in capsys.readouterr().out
     # Recorded before fingerprints were kept: trained again, not trusted.
-    assert not learning.config_unchanged(dict(), after, 'run')
+    assert not learning_runs.config_unchanged(dict(), after, 'run')
 
 
 def test_each_row_gets_its_own_generic_pretraining_and_ensemble_row(monkeypatch):
     calls = []
-    monkeypatch.setattr(learning.subprocess, 'run',
+    monkeypatch.setattr(learning_presets.subprocess, 'run',
                         lambda cmd, **kwargs: calls.append(cmd[2:]))
-    learning.ensure_pretrained(['baseline', 'daf', 'convnext_baseline', 'convnext_daf'])
+    learning_presets.ensure_pretrained(['baseline', 'daf', 'convnext_baseline', 'convnext_daf'])
     assert calls == [
         ['--config', 'configs/pretrain/r18-w32_synthetic-generic.py',
          '--work-dir', 'work_dirs/pretrain_synthetic'],
         ['--config', 'configs/pretrain/convnext-w32_synthetic-generic.py',
          '--work-dir', 'work_dirs/pretrain_synthetic_convnext-w32_synthetic-generic'],
     ]
-    assert learning.ensemble_row_name('baseline') == 'two_baselines'
-    assert learning.ensemble_row_name('convnext_baseline') == 'two_convnext_baselines'
-    assert learning.ensemble_row_name('convnext_daf') is None
+    assert learning_tables.ensemble_row_name('baseline') == 'two_baselines'
+    assert learning_tables.ensemble_row_name('convnext_baseline') == 'two_convnext_baselines'
+    assert learning_tables.ensemble_row_name('convnext_daf') is None
 
 
 def test_an_evaluation_older_than_its_checkpoint_is_not_reused(tmp_path):
     checkpoint, eval_out = tmp_path / 'epoch_8.pth', tmp_path / 'final_epoch_eval.json'
     checkpoint.write_text('weights')
-    assert not learning.evaluation_is_current(str(eval_out), str(checkpoint))
+    assert not learning_runs.evaluation_is_current(str(eval_out), str(checkpoint))
     eval_out.write_text('{}')
     os.utime(eval_out, (1000, 1000))
     os.utime(checkpoint, (2000, 2000))  # trained again after that evaluation
-    assert not learning.evaluation_is_current(str(eval_out), str(checkpoint))
+    assert not learning_runs.evaluation_is_current(str(eval_out), str(checkpoint))
     os.utime(eval_out, (3000, 3000))
-    assert learning.evaluation_is_current(str(eval_out), str(checkpoint))
+    assert learning_runs.evaluation_is_current(str(eval_out), str(checkpoint))
+
+
+@pytest.mark.parametrize('name', ['speed', 'learning', 'anchor_ranking', 'grad_norms'])
+def test_every_benchmark_runs_as_a_script_from_any_folder(name, tmp_path):
+    # The scripts put the repository root on sys.path for their helper modules.
+    import subprocess
+    script = os.path.join(REPO_ROOT, 'benchmarks', f'{name}.py')
+    run = subprocess.run([sys.executable, script, '--help'], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith('usage: ')

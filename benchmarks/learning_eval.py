@@ -1,0 +1,191 @@
+"""Evaluation of one final checkpoint for ``benchmarks/learning.py``.
+
+Run in its own process (``learning.py --evaluate``, started by
+:func:`benchmarks.learning_runs.evaluate_run`): accuracies of the prediction
+and of each stream on the test split, the training split's top-1, the part hit
+rates of the SPPN proposals and statistics of their scores and boxes.
+"""
+import os
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from benchmarks.common import (
+    build_test_loader,
+    load_trained_model,
+    read_image_ids,
+    read_part_boxes,
+)
+from benchmarks.learning_metrics import accuracies, hit_rates, touches_border
+
+
+def predicted_samples(model, loader) -> Iterator:
+    """Yield the model's predicted DataSample of every image of ``loader``."""
+    import torch
+
+    with torch.no_grad():
+        for data in loader:
+            data = model.data_preprocessor(data, False)
+            yield from model(**data, mode='predict')
+
+
+@dataclass
+class TestPredictions:
+    """What the model predicted on the test split, image by image."""
+
+    preds: List[int] = field(default_factory=list)
+    student_preds: List[int] = field(default_factory=list)
+    teacher_preds: List[int] = field(default_factory=list)
+    gts: List[int] = field(default_factory=list)
+    scores: List[np.ndarray] = field(default_factory=list)
+    # Per image id: the proposed part boxes and the image's (H, W).
+    boxes_per_image: Dict[int, np.ndarray] = field(default_factory=dict)
+    img_shapes: Dict[int, Tuple[int, int]] = field(default_factory=dict)
+    # Per proposed box: its |score| and whether it touches the image border.
+    abs_scores: List[float] = field(default_factory=list)
+    border_boxes: List[bool] = field(default_factory=list)
+
+
+def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
+                        num_classes: int, random_draws: int,
+                        scores_out: Optional[str] = None) -> dict:
+    """Accuracies and part hit rates of one checkpoint on the test split.
+
+    Args:
+        config_file (str): the config the Runner dumped into the run's work
+            dir (with the run's ``--cfg-options`` applied), or that work dir.
+        checkpoint (str): the final checkpoint.
+        data_root (str): the synthetic set.
+        num_classes (int): the number of classes.
+        random_draws (int): random boxes per proposed box.
+        scores_out (str, optional): a ``.npz`` path that keeps the (N, K)
+            prediction scores and the N labels of the test split, for the
+            two-network ensemble row.
+
+    Returns:
+        dict: top-1 and mean per-class accuracy, the streams' and the training
+        split's top-1, and for a model with an SPPN the hit rates and the
+        scores' and boxes' statistics (None without one).
+    """
+    cfg, model = load_trained_model(_dumped_config(config_file), checkpoint)
+    loader = build_test_loader(cfg, data_root)
+    predictions = predict_test_split(model, loader, data_root)
+    gts = predictions.gts
+    result = dict(checkpoint=checkpoint, num_test=len(gts),
+                  **accuracies(predictions.preds, gts, num_classes))
+    result.update(train_split_accuracy(cfg, model, data_root, num_classes))
+    result['student_top1'] = (accuracies(predictions.student_preds, gts,
+                                         num_classes)['top1']
+                              if predictions.student_preds else None)
+    result['teacher_top1'] = (accuracies(predictions.teacher_preds, gts,
+                                         num_classes)['top1']
+                              if predictions.teacher_preds else None)
+    result['student_image_top1'] = student_image_top1(model, loader, gts, num_classes,
+                                                      result['student_top1'])
+    if scores_out:
+        np.savez_compressed(scores_out, scores=np.stack(predictions.scores),
+                            labels=np.array(gts))
+        result['scores_file'] = scores_out
+    result.update(part_box_statistics(predictions, data_root, random_draws))
+    return result
+
+
+def _dumped_config(config_file: str) -> str:
+    """``config_file``, or for a work dir the one config the Runner dumped."""
+    if osp.isdir(config_file):  # a work dir: the one config the Runner dumped
+        dumped = [f for f in os.listdir(config_file) if f.endswith('.py')]
+        if len(dumped) != 1:
+            raise FileNotFoundError(f'{config_file}: expected one dumped config, '
+                                    f'found {dumped}')
+        config_file = osp.join(config_file, dumped[0])
+    return config_file
+
+
+def predict_test_split(model, loader, data_root: str) -> TestPredictions:
+    """The model's predictions on every image of the test ``loader``."""
+    image_ids = read_image_ids(data_root)
+    images_dir = osp.join(data_root, 'images')
+    out = TestPredictions()
+    for sample in predicted_samples(model, loader):
+        out.preds.append(int(sample.pred_label))
+        out.gts.append(int(sample.gt_label))
+        out.scores.append(sample.pred_score.float().cpu().numpy())
+        if 'student_score' in sample:
+            out.student_preds.append(int(sample.student_score.argmax()))
+        if 'teacher_score' in sample:
+            out.teacher_preds.append(int(sample.teacher_score.argmax()))
+        if 'part_boxes' in sample:
+            image_id = image_ids[osp.relpath(sample.img_path, images_dir)]
+            out.boxes_per_image[image_id] = sample.part_boxes.cpu().numpy()
+            out.img_shapes[image_id] = tuple(sample.img_shape[:2])
+            out.abs_scores += sample.part_scores.abs().tolist()
+            out.border_boxes += touches_border(out.boxes_per_image[image_id],
+                                               out.img_shapes[image_id]).tolist()
+    return out
+
+
+def part_box_statistics(predictions: TestPredictions, data_root: str,
+                        random_draws: int) -> dict:
+    """Hit rates, mean box size, |score| mean and max and the share of boxes
+    on the border; every value None for a model without proposals."""
+    boxes_per_image = predictions.boxes_per_image
+    if not boxes_per_image:
+        return dict(hit_rate=None, random_hit_rate=None, part_in_box_rate=None,
+                    random_part_in_box_rate=None, score_abs_mean=None,
+                    score_abs_max=None, border_box_rate=None)
+    result = hit_rates(boxes_per_image, read_part_boxes(data_root),
+                       predictions.img_shapes, draws=random_draws)
+    result['num_parts'] = int(next(iter(boxes_per_image.values())).shape[0])
+    widths = [b[:, 2] - b[:, 0] for b in boxes_per_image.values()]
+    heights = [b[:, 3] - b[:, 1] for b in boxes_per_image.values()]
+    result['mean_box_wh'] = [float(np.mean(widths)), float(np.mean(heights))]
+    result['score_abs_mean'] = float(np.mean(predictions.abs_scores))
+    result['score_abs_max'] = float(np.max(predictions.abs_scores))
+    result['border_box_rate'] = float(np.mean(predictions.border_boxes))
+    return result
+
+
+def student_image_top1(model, loader, gts: Sequence[int], num_classes: int,
+                       student_top1: Optional[float]) -> Optional[float]:
+    """The student stream's top-1 from the full image alone.
+
+    For a model whose student prediction averages in its top-M part images
+    (``predict_part_top_m > 0``) the test split is predicted again with
+    M = 0, so both are measured on the same checkpoint; otherwise it is the
+    student stream's top-1 already measured (None without one).
+    """
+    if getattr(model, 'predict_part_top_m', 0) == 0:
+        return student_top1
+    top_m = model.predict_part_top_m
+    model.predict_part_top_m = 0
+    try:
+        preds = [int(sample.student_score.argmax())
+                 for sample in predicted_samples(model, loader)]
+    finally:
+        model.predict_part_top_m = top_m
+    return accuracies(preds, gts, num_classes)['top1']
+
+
+def train_split_accuracy(cfg, model, data_root: str, num_classes: int) -> dict:
+    """How well the final model fits its own training images.
+
+    ``train_top1`` (the prediction) and ``student_train_top1`` (the student
+    stream, None for a plain classifier) on the training split, read through
+    the test pipeline (no augmentation). A row whose training accuracy stays
+    far below the baseline's has not converged in the schedule, and its test
+    accuracy says as much about the schedule as about the method.
+    """
+    loader = build_test_loader(cfg, data_root,
+                               dataset=dict(cfg.test_dataloader.dataset, split='train',
+                                            data_root=data_root))
+    preds, student_preds, gts = [], [], []
+    for sample in predicted_samples(model, loader):
+        preds.append(int(sample.pred_label))
+        gts.append(int(sample.gt_label))
+        if 'student_score' in sample:
+            student_preds.append(int(sample.student_score.argmax()))
+    return dict(train_top1=accuracies(preds, gts, num_classes)['top1'],
+                student_train_top1=(accuracies(student_preds, gts, num_classes)['top1']
+                                    if student_preds else None))

@@ -1,0 +1,72 @@
+"""What ``benchmarks/learning.py`` prints: a line per finished run, then the
+summary table, the loss curves and the wall time."""
+import statistics
+
+# The summary table's columns: (title, metric, shown in percent).
+COLUMNS = [('top-1 %', 'top1', True), ('mean cls %', 'mean_class_acc', True),
+           ('student %', 'student_top1', True),
+           ('st. image %', 'student_image_top1', True),
+           ('teacher %', 'teacher_top1', True),
+           ('train %', 'train_top1', True), ('st. train %', 'student_train_top1', True),
+           ('hit %', 'hit_rate', True), ('random', 'random_hit_rate', True),
+           ('part-in %', 'part_in_box_rate', True),
+           ('random', 'random_part_in_box_rate', True), ('train s', 'train_s', False)]
+
+
+def format_run(record: dict) -> str:
+    """The line printed when a run is finished."""
+    return (f"{record['config']} seed {record['seed']}: top-1 "
+            f"{100 * record['top1']:.1f}%, mean class acc "
+            f"{100 * record['mean_class_acc']:.1f}%, train "
+            f"{record['train_s']:.0f} s, load {record['loadavg_end'][0]:.2f}")
+
+
+def _cell(stats: dict, percent: bool = True) -> str:
+    """``mean ± std`` of a summarised metric, ``-`` without values."""
+    if stats['mean'] is None:
+        return '-'
+    scale = 100 if percent else 1
+    text = f"{scale * stats['mean']:.1f}"
+    if stats['std'] is not None:
+        text += f" ± {scale * stats['std']:.1f}"
+    return text
+
+
+def format_table(result: dict) -> str:
+    """One line per row of ``result['summary']``, one column per metric."""
+    lines = [f"{'config':<18}" + ''.join(f'{title:>13}' for title, _, _ in COLUMNS)]
+    for name, stats in result['summary'].items():
+        lines.append(f'{name:<18}' + ''.join(f'{_cell(stats[key], percent):>13}'
+                                             for _, key, percent in COLUMNS))
+    return '\n'.join(lines)
+
+
+def format_loss_curves(result: dict, name: str = 'loss_pred') -> str:
+    """Per row, the seeds' mean of a logged loss at every epoch (the
+    learning curves of :func:`loss_curve`)."""
+    lines = []
+    for row in result['settings']['configs']:
+        curves = [r['loss_curve'][name] for r in result['runs']
+                  if r['config'] == row and name in (r.get('loss_curve') or {})]
+        if not curves:
+            continue
+        epochs = min(len(curve) for curve in curves)
+        means = [statistics.mean(curve[e] for curve in curves) for e in range(epochs)]
+        lines.append(f'{row:<18}' + ''.join(f'{value:>7.2f}' for value in means))
+    if not lines:
+        return ''
+    return f'{name} per epoch, mean over seeds\n' + '\n'.join(lines)
+
+
+def format_summary(result: dict) -> str:
+    """The summary printed at the end: the table, the curves of ``loss_pred``
+    and ``distill_kept`` where logged, the wall time and load averages."""
+    parts = [format_table(result)]
+    for name in ('loss_pred', 'distill_kept'):
+        curves = format_loss_curves(result, name)
+        if curves:
+            parts.append(curves)
+    machine = result['machine']
+    parts.append(f"wall {result['wall_s']:.0f} s; load average start "
+                 f"{machine['loadavg_start'][0]:.2f}, end {machine['loadavg_end'][0]:.2f}")
+    return '\n'.join(parts)

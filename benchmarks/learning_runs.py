@@ -1,0 +1,283 @@
+"""Training and evaluating the runs of ``benchmarks/learning.py``.
+
+One run is one row (config) at one training seed, in its own work dir under
+``--work-dir``: a ``tools/train.py`` subprocess, then an evaluation subprocess
+(``learning.py --evaluate``) of its final checkpoint. A finished run is reused
+when its training options and its config are unchanged (the config's
+fingerprint, a SHA-1 of the merged config, is kept in its ``run_record.json``),
+and its evaluation only when it was written after its checkpoint.
+"""
+import argparse
+import hashlib
+import json
+import os
+import os.path as osp
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+import mmengine
+
+from benchmarks.common import REPO_ROOT
+from benchmarks.learning_presets import config_path
+
+# The synthetic configs' anchors (octave_base_scale=1.25) are sized for 64 px.
+ANCHOR_BASE_SCALE_AT_64 = 1.25
+# The script whose ``--evaluate`` mode evaluates one finished run.
+LEARNING_SCRIPT = osp.join(REPO_ROOT, 'benchmarks', 'learning.py')
+
+
+# ----------------------------------------------------------------------------
+# The training options and the reuse of finished runs
+# ----------------------------------------------------------------------------
+def cfg_options(config: str, data_root: str, num_classes: int, img_size: int,
+                epochs: int, seed: int, extra: Sequence[str] = (),
+                pretrained: bool = True) -> List[str]:
+    """``--cfg-options`` for tools/train.py: data, classes, epochs, seed;
+    ``extra`` for DAF rows only; ``pretrained=False`` drops the Pretrained
+    inits."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    model = cfg.model
+    options = {
+        'data_preprocessor.num_classes': num_classes,
+        'model.head.num_classes': num_classes,
+        'train_cfg.max_epochs': epochs,
+        'param_scheduler.T_max': epochs,
+        'randomness.seed': seed,
+        'default_hooks.checkpoint.interval': epochs,
+        'default_hooks.checkpoint.max_keep_ckpts': 1,
+        'default_hooks.logger.interval': 5,
+    }
+    if not pretrained:
+        options['model.backbone.init_cfg'] = None
+    if model.get('teacher') is not None:
+        options['model.teacher.head.num_classes'] = num_classes
+        if not pretrained:
+            options['model.teacher.backbone.init_cfg'] = None
+    if model.get('fusion_head') is not None:
+        options['model.fusion_head.num_classes'] = num_classes
+    if model.get('sppn_head') is not None and img_size != 64:
+        options['model.sppn_head.anchor_generator.octave_base_scale'] = \
+            ANCHOR_BASE_SCALE_AT_64 * img_size / 64
+    # Only the train loader: --no-validate drops the val loader, and the test
+    # split is read by evaluate_checkpoint with its own data root.
+    options['train_dataloader.dataset.data_root'] = data_root
+    options['train_dataloader.num_workers'] = 0
+    options['train_dataloader.persistent_workers'] = False
+    pairs = [f'{key}={value}' for key, value in options.items()]
+    if model.get('type') == 'DAFClassifier':
+        pairs += list(extra)
+    return pairs
+
+
+def config_fingerprint(config: str) -> str:
+    """Short SHA-1 of the merged config's text: what a reused run must match."""
+    from mmengine.config import Config
+    return hashlib.sha1(Config.fromfile(config).pretty_text.encode()).hexdigest()[:12]
+
+
+def config_unchanged(record: dict, fingerprint: str, work_dir: str) -> bool:
+    """Whether a finished run was trained from the config as it is now (a run
+    recorded without a fingerprint counts as changed)."""
+    recorded = record.get('config_sha1')
+    if recorded != fingerprint:
+        print(f'{work_dir}: the config changed since this run was trained '
+              f'({recorded} -> {fingerprint}); training it again', flush=True)
+        return False
+    return True
+
+
+def evaluation_is_current(eval_out: str, checkpoint: str) -> bool:
+    """Whether ``eval_out`` exists and was written after ``checkpoint``: an
+    evaluation of an earlier training of the same run (one killed between
+    training and evaluation) is not reused."""
+    return osp.isfile(eval_out) and osp.getmtime(eval_out) >= osp.getmtime(checkpoint)
+
+
+def reusable_record(work_dir: str, checkpoint: str, options: List[str], fingerprint: str,
+                    eval_only: bool, retrain: bool) -> Optional[dict]:
+    """The record of a finished run that can be reused, or None.
+
+    Args:
+        work_dir (str): the run's work dir.
+        checkpoint (str): its final checkpoint.
+        options (list[str]): the training options of this benchmark.
+        fingerprint (str): the config's fingerprint now.
+        eval_only (bool): ``--eval-only``: the record is read and reused
+            whatever its config's fingerprint.
+        retrain (bool): ``--retrain``: nothing is reused.
+
+    Returns:
+        dict or None: the record, or None when the run must be trained.
+
+    Raises:
+        ValueError: the run was trained with other options.
+    """
+    record_path = osp.join(work_dir, 'run_record.json')
+    if not (eval_only or (not retrain and osp.isfile(record_path)
+                          and osp.isfile(checkpoint))):
+        return None
+    with open(record_path) as f:
+        record = json.load(f)
+    if record.get('train_options', options) != options:
+        raise ValueError(f'{work_dir} was trained with other options than this '
+                         f'run\'s ({record["train_options"]} against {options}); '
+                         'use another --work-dir or --retrain')
+    if config_unchanged(record, fingerprint, work_dir) or eval_only:
+        return record
+    return None
+
+
+# ----------------------------------------------------------------------------
+# One run: train, evaluate, record
+# ----------------------------------------------------------------------------
+def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
+                       data_root: str) -> dict:
+    """One training subprocess, then one evaluation subprocess; their record.
+
+    Args:
+        name (str): the row (a name of ``CONFIGS`` or a config path).
+        seed (int): the training seed.
+        args (argparse.Namespace): the benchmark's arguments.
+        data_root (str): the synthetic set.
+
+    Returns:
+        dict: the run's record (config, seed, options, times, load averages)
+        with its evaluation, final training loss and loss curves.
+    """
+    config = config_path(name)
+    work_dir = osp.join(args.work_dir, f'{name}_seed{seed}')
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads))
+    start = time.perf_counter()
+    checkpoint = osp.join(work_dir, f'epoch_{args.epochs}.pth')
+    eval_out = osp.join(work_dir, 'final_epoch_eval.json')
+    options = cfg_options(config, data_root, args.num_classes, args.img_size,
+                          args.epochs, seed, args.cfg_options or (),
+                          pretrained=not args.no_pretrain)
+    fingerprint = config_fingerprint(config)
+    record = reusable_record(work_dir, checkpoint, options, fingerprint,
+                             args.eval_only, args.retrain)
+    reuse = record is not None
+    if not reuse:
+        record = train_run(name, seed, config, work_dir, options, fingerprint, env,
+                           start)
+    eval_start = time.perf_counter()
+    if args.eval_only or not reuse or not evaluation_is_current(eval_out, checkpoint):
+        evaluate_run(config, work_dir, checkpoint, eval_out, data_root, args, env)
+    with open(eval_out) as f:
+        record.update(json.load(f))
+    record['final_train_loss'] = final_train_loss(work_dir)
+    record['loss_curve'] = loss_curve(work_dir)
+    record['eval_s'] = time.perf_counter() - eval_start
+    record['reused'] = reuse
+    record['loadavg_end'] = list(os.getloadavg())
+    return record
+
+
+def train_run(name: str, seed: int, config: str, work_dir: str, options: List[str],
+              fingerprint: str, env: Dict[str, str], start: float) -> dict:
+    """Train one run with ``tools/train.py``; write and return its record.
+
+    Args:
+        name (str): the row.
+        seed (int): the training seed.
+        config (str): the row's config file.
+        work_dir (str): the run's work dir (the training log goes to
+            ``train_stdout.log`` there).
+        options (list[str]): the ``--cfg-options`` of the training.
+        fingerprint (str): the config's fingerprint.
+        env (dict): the subprocess's environment.
+        start (float): ``time.perf_counter()`` at the run's start, for
+            ``train_s``.
+
+    Returns:
+        dict: the record written to ``run_record.json``.
+    """
+    record = dict(config=name, config_path=osp.relpath(config, REPO_ROOT),
+                  seed=seed, work_dir=work_dir, train_options=options,
+                  config_sha1=fingerprint, loadavg_start=list(os.getloadavg()))
+    train_cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'), config,
+                 '--work-dir', work_dir, '--no-validate', '--cfg-options', *options]
+    os.makedirs(work_dir, exist_ok=True)
+    with open(osp.join(work_dir, 'train_stdout.log'), 'w') as log:
+        subprocess.run(train_cmd, check=True, cwd=REPO_ROOT, env=env, stdout=log,
+                       stderr=subprocess.STDOUT)
+    record['train_s'] = time.perf_counter() - start
+    record['loadavg_train_end'] = list(os.getloadavg())
+    mmengine.dump(record, osp.join(work_dir, 'run_record.json'), indent=2)
+    return record
+
+
+def evaluate_run(config: str, work_dir: str, checkpoint: str, eval_out: str,
+                 data_root: str, args: argparse.Namespace, env: Dict[str, str]) -> None:
+    """Evaluate a run's final checkpoint in a subprocess (``learning.py
+    --evaluate``), writing ``eval_out`` and the test scores of the run.
+
+    Args:
+        config (str): the row's config file; the subprocess reads the copy the
+            Runner dumped into the work dir, with the run's options applied.
+        work_dir (str): the run's work dir (the log goes to
+            ``eval_stdout.log`` there).
+        checkpoint (str): the final checkpoint.
+        eval_out (str): where the evaluation's JSON goes.
+        data_root (str): the synthetic set.
+        args (argparse.Namespace): the benchmark's arguments.
+        env (dict): the subprocess's environment.
+    """
+    # The Runner dumps the merged config into the work dir under its own name.
+    dumped_config = osp.join(work_dir, osp.basename(config))
+    eval_cmd = [sys.executable, LEARNING_SCRIPT, '--evaluate', dumped_config,
+                '--checkpoint', checkpoint, '--data-root', data_root,
+                '--num-classes', str(args.num_classes), '--random-draws',
+                str(args.random_draws), '--out', eval_out,
+                '--scores-out', osp.join(work_dir, 'test_scores.npz')]
+    with open(osp.join(work_dir, 'eval_stdout.log'), 'w') as log:
+        subprocess.run(eval_cmd, check=True, cwd=REPO_ROOT, env=env, stdout=log,
+                       stderr=subprocess.STDOUT)
+
+
+# ----------------------------------------------------------------------------
+# The training log
+# ----------------------------------------------------------------------------
+def logged_entries(work_dir: str) -> List[dict]:
+    """The training log's per-iteration entries (vis_data/scalars.json)."""
+    paths = []
+    for root, _, files in os.walk(work_dir):
+        paths += [osp.join(root, f) for f in files if f == 'scalars.json']
+    if not paths:
+        return []
+    with open(sorted(paths)[-1]) as f:
+        entries = [json.loads(line) for line in f]
+    return [entry for entry in entries if 'epoch' in entry]
+
+
+def final_train_loss(work_dir: str) -> Optional[float]:
+    """Mean logged total loss over the last epoch."""
+    entries = [e for e in logged_entries(work_dir) if 'loss' in e]
+    if not entries:
+        return None
+    last_epoch = entries[-1]['epoch']
+    return statistics.mean(e['loss'] for e in entries if e['epoch'] == last_epoch)
+
+
+def loss_curve(work_dir: str) -> Dict[str, List[float]]:
+    """Per-epoch means of the logged losses that show who learns what.
+
+    ``loss_pred`` is the cross entropy of the student's own logits: the DAF
+    model's ``loss_pred``, a plain classifier's ``loss``. ``loss_teacher``,
+    ``loss_soft`` and ``distill_kept`` are added where logged.
+    """
+    by_epoch: Dict[str, Dict[int, List[float]]] = {}
+    for entry in logged_entries(work_dir):
+        values = dict(loss_pred=entry.get('loss_pred', entry.get('loss')))
+        values.update({name: entry.get(name)
+                       for name in ('loss_teacher', 'loss_soft', 'distill_kept')})
+        for name, value in values.items():
+            if value is not None:
+                by_epoch.setdefault(name, {}).setdefault(entry['epoch'], []).append(value)
+    return {name: [statistics.mean(per_epoch[e]) for e in sorted(per_epoch)]
+            for name, per_epoch in by_epoch.items()}

@@ -1,0 +1,362 @@
+"""The timed steps of ``benchmarks/speed.py`` and the per-stage breakdown.
+
+:class:`DAFSteps` holds, for one model and batch, the whole steps (the plain
+student's train step ``T_b``, the DAF step ``T_daf``, the part and teacher
+passes alone, the two predictions) and one closure per stage of the DAF step.
+Each stage is timed alone by calling the classifier's pieces on the inputs a
+real step gives them (forward + backward where the stage has parameters or
+carries gradient). :func:`measure_breakdown` times the stages and adds their
+peak memory and FLOPs; the stages are FLOP-complete: their FLOPs add up to the
+DAF step's.
+"""
+import statistics
+import time
+from contextlib import nullcontext
+from typing import Callable, Dict, Iterable, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.speed_flops import count_flops
+from benchmarks.speed_model import part_pass_is_forward_only
+from benchmarks.speed_timing import (
+    MIB,
+    interleaved_times,
+    peak_memory_bytes,
+    synchronize,
+)
+
+# Breakdown rows: (stage name, group reported in the summary).
+STAGE_GROUPS = {
+    'student backbone + head': 'backbone passes',
+    'location heatmap': 'heatmap',
+    'SPPN (FPN, head, propose incl. NMS)': 'SPPN incl. NMS',
+    'part images (compose, resize)': 'part images',
+    'part backbone pass (B*N)': 'backbone passes',
+    'ranked anchor samples (B*K, forward only)': 'ranked samples',
+    'student losses (CE, rank, IoU, area, con)': 'losses',
+    'teacher input (heatmap up, box mask)': 'teacher input',
+    'teacher backbone (5 ch)': 'backbone passes',
+    'PAF-bilinear neck + teacher head': 'PAF-bilinear',
+    'distillation (hint regressor, KL)': 'losses',
+    'fusion head (CSF)': 'losses',
+}
+
+
+def _leaf(tensor: torch.Tensor) -> torch.Tensor:
+    """A detached copy that collects gradient (floating point only), so that a
+    stage's backward pass stops at its inputs."""
+    return tensor.detach().requires_grad_(tensor.is_floating_point())
+
+
+def _leaves(tensors: Iterable[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+    """:func:`_leaf` of every tensor."""
+    return tuple(_leaf(t) for t in tensors)
+
+
+class DAFSteps:
+    """The timed closures for one model and batch.
+
+    Every closure zeroes the gradients it produced (``set_to_none``) so that
+    rounds are alike. ``autocast`` wraps forward passes when ``amp`` is set.
+    """
+
+    def __init__(self, model, inputs, labels, samples, device: str, amp: bool):
+        self.model = model
+        self.inputs = inputs
+        self.labels = labels
+        self.samples = samples
+        self.device = device
+        if amp:
+            dtype = torch.float16 if device.startswith('cuda') else torch.bfloat16
+            self.autocast = lambda: torch.autocast(device.split(':')[0], dtype=dtype)
+        else:
+            self.autocast = nullcontext
+        self.height, self.width = inputs.shape[-2:]
+        self._prepare_stage_inputs()
+
+    # -- whole steps -------------------------------------------------------
+    def _backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+        self.model.zero_grad(set_to_none=True)
+
+    def backbone_train(self) -> None:
+        """T_b: student backbone + GAP + FC + CE, forward and backward."""
+        self.model.train()
+        with self.autocast():
+            feats = self.model.backbone(self.inputs)
+            logits = self.model.student_logits(feats)
+        self._backward(F.cross_entropy(logits.float(), self.labels))
+
+    def teacher_backbone_train(self) -> None:
+        """The teacher backbone on the 5-channel input, forward and backward."""
+        self.model.train()
+        with self.autocast():
+            feats = self.model.teacher.backbone(self.teacher_in)
+        self._backward(feats[-1].float().mean())
+
+    def parts_backbone_train(self) -> None:
+        """The part images' pass alone: backbone + head + CE on B*N images."""
+        self.stage_part_backbone()
+
+    def daf_train(self) -> None:
+        """T_daf: forward and backward of ``model.loss``."""
+        self.model.train()
+        with self.autocast():
+            losses = self.model.loss(self.inputs, self.samples)
+        total = sum(value for name, value in losses.items() if name.startswith('loss'))
+        self._backward(total)
+
+    @torch.no_grad()
+    def backbone_predict(self) -> None:
+        """The plain student's prediction, eval mode, no grad."""
+        self.model.eval()
+        with self.autocast():
+            self.model.student_logits(self.model.backbone(self.inputs))
+
+    @torch.no_grad()
+    def daf_predict(self) -> None:
+        """DAF's prediction (``predict_logits``), eval mode, no grad."""
+        self.model.eval()
+        with self.autocast():
+            self.model.predict_logits(self.inputs)
+
+    # -- stage inputs --------------------------------------------------------
+    def _prepare_stage_inputs(self) -> None:
+        """One real student pass gives every stage its inputs."""
+        model = self.model
+        model.train()
+        with torch.no_grad(), self.autocast():
+            self.student = model.run_student(self.inputs)
+            if model.with_sppn:
+                self.part_imgs = self._compose_part_images()
+                part_logits = model.student_logits(model.backbone(self.part_imgs))
+                self.part_logits = part_logits.view(self.inputs.shape[0], -1,
+                                                    part_logits.shape[-1])
+            if model.with_teacher:
+                self.teacher_in, self.saliency = model.teacher_input(self.inputs,
+                                                                     self.student)
+                self.teacher_feats = model.teacher.backbone(self.teacher_in)
+                self.teacher_logits = model.teacher(self.teacher_in, self.saliency).logits
+
+    def _compose_part_images(self) -> torch.Tensor:
+        # What DAFClassifier.part_logits does before its backbone pass.
+        return self.model.part_image_generator(self.inputs, self.student.boxes)
+
+    # -- stages --------------------------------------------------------------
+    def stages(self) -> Dict[str, Callable[[], None]]:
+        """Stage name -> closure, only for the parts the config switches on."""
+        model = self.model
+        stages = {'student backbone + head': self.backbone_train}
+        if model.location_heatmap is not None:
+            stages['location heatmap'] = self.stage_heatmap
+        if model.with_sppn:
+            stages['SPPN (FPN, head, propose incl. NMS)'] = self.stage_sppn
+            stages['part images (compose, resize)'] = self.stage_part_images
+            stages['part backbone pass (B*N)'] = self.stage_part_backbone
+            if model.sppn_head.rank_samples > 0:
+                stages['ranked anchor samples (B*K, forward only)'] = \
+                    self.stage_rank_samples
+            stages['student losses (CE, rank, IoU, area, con)'] = self.stage_student_losses
+        if model.with_teacher:
+            stages['teacher input (heatmap up, box mask)'] = self.stage_teacher_input
+            stages['teacher backbone (5 ch)'] = self.teacher_backbone_train
+            stages['PAF-bilinear neck + teacher head'] = self.stage_paf_bilinear
+        if model.with_distill:
+            stages['distillation (hint regressor, KL)'] = self.stage_distill
+        if model.with_fusion:
+            stages['fusion head (CSF)'] = self.stage_fusion
+        return stages
+
+    def stage_heatmap(self) -> None:
+        with self.autocast():
+            self.model.location_heatmap(self.student.feats, (self.height, self.width))
+
+    def stage_sppn(self) -> None:
+        self.model.train()
+        with self.autocast():
+            outputs = self.model.propose_parts(_leaves(self.student.feats),
+                                               (self.height, self.width),
+                                               self.student.object_mask)
+        self._backward(sum(output.float().sum() for output in outputs
+                           if output is not None))
+
+    def sppn_detail(self, warmup: int, repeats: int) -> Dict[str, float]:
+        """Forward-only split of the SPPN stage (median seconds, no grad).
+
+        ``fpn``: the FPN neck; ``head convs``: the dense score/delta convs;
+        ``propose post-processing``: ``propose`` minus its dense convs (anchors,
+        candidate mask, top-k, decode, NMS, pick N); ``NMS``: the head's
+        ``_nms_survivors`` alone, timed by wrapping it on this instance.
+        """
+        model = self.model
+        head = model.sppn_head
+        img_shape = (self.height, self.width)
+        with torch.no_grad(), self.autocast():
+            fpn_feats = model.sppn_neck(self.student.feats)
+        nms_times = []
+        original_nms = head._nms_survivors
+
+        def timed_nms(*args, **kwargs):
+            start = time.perf_counter()
+            out = original_nms(*args, **kwargs)
+            synchronize(self.device)
+            nms_times.append(time.perf_counter() - start)
+            return out
+
+        @torch.no_grad()
+        def fpn():
+            with self.autocast():
+                model.sppn_neck(self.student.feats)
+
+        @torch.no_grad()
+        def head_convs():
+            with self.autocast():
+                head(fpn_feats)
+
+        @torch.no_grad()
+        def propose():
+            with self.autocast():
+                head.propose(fpn_feats, img_shape, self.student.object_mask)
+
+        head._nms_survivors = timed_nms
+        try:
+            times = interleaved_times(dict(fpn=fpn, head_convs=head_convs,
+                                           propose=propose), self.device, warmup, repeats)
+        finally:
+            del head._nms_survivors  # back to the class's method
+        medians = {name: statistics.median(values) for name, values in times.items()}
+        return {'fpn': medians['fpn'], 'head convs': medians['head_convs'],
+                'propose post-processing':
+                    medians['propose'] - medians['head_convs'],
+                'NMS': statistics.median(nms_times[warmup:] or nms_times)}
+
+    @torch.no_grad()
+    def stage_part_images(self) -> None:
+        with self.autocast():
+            self._compose_part_images()
+
+    def stage_part_backbone(self) -> None:
+        self.model.train()
+        num_parts = self.student.boxes.shape[1]
+        # As DAFClassifier.part_logits: no graph through the backbone when the
+        # part losses do not train it.
+        no_backbone_grad = torch.no_grad() if part_pass_is_forward_only(self.model) \
+            else nullcontext()
+        with self.autocast():
+            with no_backbone_grad:
+                feats = self.model.backbone(self.part_imgs)
+            logits = self.model.student_logits(feats)
+        self._backward(F.cross_entropy(logits.float(),
+                                       self.labels.repeat_interleave(num_parts)))
+
+    @torch.no_grad()
+    def stage_rank_samples(self) -> None:
+        # What the training step adds with SPPNHead(rank_samples=K): K
+        # single-box part images per image through the student, no gradient
+        # (the draw itself is in the SPPN stage).
+        self.model.train()
+        with self.autocast():
+            self.model.single_box_ce(self.inputs, self.student.sample_boxes, self.labels)
+
+    def stage_student_losses(self) -> None:
+        model = self.model
+        logits = _leaf(self.student.logits.float())
+        part_logits = _leaf(self.part_logits.float())
+        boxes = _leaf(self.student.boxes.float())
+        scores = _leaf(self.student.box_scores.float())
+        num_parts = part_logits.shape[1]
+        total = model.head._get_loss(logits, self.samples)['loss']
+        part_ce = F.cross_entropy(part_logits.flatten(0, 1),
+                                  self.labels.repeat_interleave(num_parts),
+                                  reduction='none').view(-1, num_parts)
+        total = total + sum(model.sppn_head.loss(boxes, scores, part_ce,
+                                                 self.student.object_area).values())
+        if model.loss_concentrate is not None:
+            total = total + model.loss_concentrate(part_logits, self.labels)
+        self._backward(total)
+
+    @torch.no_grad()
+    def stage_teacher_input(self) -> None:
+        self.model.teacher_input(self.inputs, self.student)
+
+    def stage_paf_bilinear(self) -> None:
+        self.model.train()
+        teacher = self.model.teacher
+        feats = _leaves(self.teacher_feats)
+        with self.autocast():
+            pooled, grouping_loss = teacher.neck(feats, saliency_mask=self.saliency,
+                                                 return_grouping_loss=True)
+            logits = teacher.head(pooled)
+        loss = teacher.head._get_loss(logits.float(), self.samples)['loss']
+        if grouping_loss is not None:
+            loss = loss + grouping_loss.float()
+        self._backward(loss)
+
+    def stage_distill(self) -> None:
+        model = self.model
+        student_feat = _leaf(self.student.feats[model.distill_cfg['student_index']])
+        teacher_feat = self.teacher_feats[model.distill_cfg['teacher_index']]
+        student_logits = _leaf(self.student.logits.float())
+        with self.autocast():
+            hint_pred = model.hint_regressor(student_feat)
+        loss = model.loss_hint(hint_pred.float(), teacher_feat.float()) + \
+            model.loss_soft(student_logits, self.teacher_logits.float())
+        self._backward(loss)
+
+    def stage_fusion(self) -> None:
+        model = self.model
+        fused = model.fused_logits(_leaf(self.student.logits.float()),
+                                   _leaf(self.teacher_logits.float()))
+        self._backward(model.fusion_head._get_loss(fused, self.samples)['loss'])
+
+
+def measure_breakdown(steps: DAFSteps, daf_time: float, warmup: int, repeats: int,
+                      memory: bool, flops: bool,
+                      log: Callable[[str], None] = print) -> dict:
+    """Time every stage of the DAF step alone, in interleaved rounds.
+
+    Args:
+        steps (DAFSteps): the model's steps and stages.
+        daf_time (float): T_daf, the median DAF step time, for the shares.
+        warmup (int): untimed rounds first.
+        repeats (int): timed rounds.
+        memory (bool): add each stage's peak memory (MiB).
+        flops (bool): add each stage's FLOP count.
+        log (callable): progress messages.
+
+    Returns:
+        dict: ``breakdown`` (one row per stage: stage, group, time_s and, where
+        asked, peak_mem_mib, flops, gflops; then share_of_daf),
+        ``breakdown_groups_s``, ``breakdown_sum_s``, ``breakdown_flops_sum``
+        (with ``flops``), ``breakdown_unattributed_s`` (T_daf minus the sum)
+        and, for a model with an SPPN, ``sppn_forward_detail_s``.
+    """
+    device = steps.device
+    stage_fns = steps.stages()
+    log(f'timing {len(stage_fns)} stages x ({warmup} warm-up + {repeats}) rounds')
+    stage_times = interleaved_times(stage_fns, device, warmup, repeats)
+    rows = []
+    for name, values in stage_times.items():
+        row = dict(stage=name, group=STAGE_GROUPS[name],
+                   time_s=statistics.median(values))
+        if memory:
+            row['peak_mem_mib'] = peak_memory_bytes(stage_fns[name], device) / MIB
+        if flops:
+            row['flops'] = count_flops(stage_fns[name])
+            row['gflops'] = row['flops'] / 1e9
+        rows.append(row)
+    stage_sum = sum(row['time_s'] for row in rows)
+    for row in rows:
+        row['share_of_daf'] = row['time_s'] / daf_time
+    groups = {}
+    for row in rows:
+        groups[row['group']] = groups.get(row['group'], 0.0) + row['time_s']
+    result = dict(breakdown=rows, breakdown_groups_s=groups, breakdown_sum_s=stage_sum)
+    if flops:
+        # Stages are FLOP-complete: their sum equals the DAF step's count.
+        result['breakdown_flops_sum'] = sum(row['flops'] for row in rows)
+    result['breakdown_unattributed_s'] = daf_time - stage_sum
+    if steps.model.with_sppn:
+        result['sppn_forward_detail_s'] = steps.sppn_detail(warmup, repeats)
+    return result
