@@ -152,6 +152,7 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
     train_fns = _train_steps(steps)
     log(f'timing train steps: {list(train_fns)} x ({warmup} warm-up + {repeats}) rounds')
     train = interleaved_times(train_fns, device, warmup, repeats)
+    train['daf_train'] = [t * steps.per_step_factor('daf_train') for t in train['daf_train']]
     predict = interleaved_times(
         {'backbone_predict': steps.backbone_predict, 'daf_predict': steps.daf_predict},
         device, warmup, repeats)
@@ -198,7 +199,8 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
         step_fns = {**train_fns, 'backbone_predict': steps.backbone_predict,
                     'daf_predict': steps.daf_predict}
         result.update(step_flop_ratios(step_fns, num_parts, part_scale, model.with_sppn,
-                                       model.with_teacher, forward_only, infer_passes))
+                                       model.with_teacher, forward_only, infer_passes,
+                                       per_step_factor=steps.per_step_factor))
     if breakdown:
         result.update(measure_breakdown(steps, result['times_s']['daf_train'], warmup,
                                         repeats, memory, flops, log))
@@ -235,8 +237,9 @@ def flops_only(config: str, size: int, batch: int,
     step_fns = dict(backbone_train=steps.backbone_train, daf_train=steps.daf_train,
                     backbone_predict=steps.backbone_predict, daf_predict=steps.daf_predict)
     result = dict(config=config, size=size, batch=batch, cfg_options=cfg_options or {},
-                  flops={name: count_flops(fn) for name, fn in step_fns.items()},
-                  stage_gflops={name: count_flops(fn) / 1e9
+                  flops={name: count_flops(fn) * steps.per_step_factor(name)
+                         for name, fn in step_fns.items()},
+                  stage_gflops={name: count_flops(fn) * steps.per_step_factor(name) / 1e9
                                 for name, fn in steps.stages().items()})
     backbone = result['flops']['backbone_train'] / 1e9
     result['stage_backbone_passes'] = {name: value / backbone

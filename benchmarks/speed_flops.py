@@ -4,7 +4,7 @@ FLOPs are counted by ``torch.utils.flop_counter``: matmuls and convolutions,
 forward and backward. They do not depend on the machine's load, which makes
 them the noise-free complement of the timings.
 """
-from typing import Callable, Dict
+from typing import Callable, Dict, Optional
 
 # A forward pass without backward costs about a third of a training pass
 # (the backward pass does about twice the forward's FLOPs).
@@ -58,7 +58,8 @@ def count_flops(fn: Callable[[], None]) -> int:
 
 def step_flop_ratios(step_fns: Dict[str, Callable[[], None]], num_parts: int,
                      part_scale: float, with_sppn: bool, with_teacher: bool,
-                     parts_forward_only: bool, infer_passes: float) -> dict:
+                     parts_forward_only: bool, infer_passes: float,
+                     per_step_factor: Optional[Callable[[str], float]] = None) -> dict:
     """The train and inference ratios with FLOP counts in place of seconds.
 
     Args:
@@ -74,12 +75,17 @@ def step_flop_ratios(step_fns: Dict[str, Callable[[], None]], num_parts: int,
         parts_forward_only (bool): whether the part pass is forward-only in
             the backbone.
         infer_passes (float): Q, the backbone passes of a prediction.
+        per_step_factor (callable, optional): step name -> the share of one
+            call that is one step (``DAFSteps.per_step_factor``: 1/k for a
+            ``daf_train`` that runs a ``rank_interval`` cycle of k steps).
 
     Returns:
         dict: ``flops`` (per step), ``flops_passes_train`` (P by FLOPs),
         ``flops_train_ratio`` and ``flops_infer_ratio``.
     """
-    step_flops = {name: count_flops(fn) for name, fn in step_fns.items()}
+    per_step_factor = per_step_factor or (lambda name: 1.0)
+    step_flops = {name: count_flops(fn) * per_step_factor(name)
+                  for name, fn in step_fns.items()}
     flops_teacher_factor = 1.0
     if with_teacher:
         flops_teacher_factor = (step_flops['teacher_backbone_train']

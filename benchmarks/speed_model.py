@@ -72,7 +72,7 @@ def make_batch(model, batch: int, size: int, device: str,
     inputs = torch.randn(batch, 3, size, size, generator=generator).to(device)
     labels = torch.randint(num_classes, (batch, ), generator=generator)
     # The data preprocessor moves the samples in training; here we do.
-    samples = [DataSample().set_gt_label(int(label)) for label in labels]
+    samples = [DataSample().set_gt_label(int(label)).to(device) for label in labels]
     return inputs, labels.to(device), samples
 
 

@@ -27,13 +27,15 @@ from benchmarks.speed_timing import (
 )
 
 # Breakdown rows: (stage name, group reported in the summary).
+RANK_SAMPLES_STAGE = 'ranked anchor samples (B*K, forward only)'
+
 STAGE_GROUPS = {
     'student backbone + head': 'backbone passes',
     'location heatmap': 'heatmap',
     'SPPN (FPN, head, propose incl. NMS)': 'SPPN incl. NMS',
     'part images (compose, resize)': 'part images',
     'part backbone pass (B*N)': 'backbone passes',
-    'ranked anchor samples (B*K, forward only)': 'ranked samples',
+    RANK_SAMPLES_STAGE: 'ranked samples',
     'student losses (CE, rank, IoU, area, con)': 'losses',
     'teacher input (heatmap up, box mask)': 'teacher input',
     'teacher backbone (5 ch)': 'backbone passes',
@@ -73,6 +75,12 @@ class DAFSteps:
         else:
             self.autocast = nullcontext
         self.height, self.width = inputs.shape[-2:]
+        # SPPNHead(rank_interval=k) ranks sampled anchors on every k-th step
+        # only, so one DAF step is not like the next: ``daf_train`` runs a
+        # whole cycle of k steps, and its time and FLOPs are divided by k.
+        self.daf_cycle = 1
+        if model.with_sppn and model.sppn_head.rank_samples > 0:
+            self.daf_cycle = model.sppn_head.rank_interval
         self._prepare_stage_inputs()
 
     # -- whole steps -------------------------------------------------------
@@ -100,12 +108,22 @@ class DAFSteps:
         self.stage_part_backbone()
 
     def daf_train(self) -> None:
-        """T_daf: forward and backward of ``model.loss``."""
+        """T_daf: forward and backward of ``model.loss``, ``daf_cycle`` times."""
         self.model.train()
-        with self.autocast():
-            losses = self.model.loss(self.inputs, self.samples)
-        total = sum(value for name, value in losses.items() if name.startswith('loss'))
-        self._backward(total)
+        for _ in range(self.daf_cycle):
+            with self.autocast():
+                losses = self.model.loss(self.inputs, self.samples)
+            total = sum(value for name, value in losses.items()
+                        if name.startswith('loss'))
+            self._backward(total)
+
+    def per_step_factor(self, name: str) -> float:
+        """How many times per DAF step a timed closure's work happens: 1/k for
+        a whole ``daf_train`` cycle and for the ranked samples of
+        ``rank_interval`` k, else 1."""
+        if name in ('daf_train', RANK_SAMPLES_STAGE):
+            return 1.0 / self.daf_cycle
+        return 1.0
 
     @torch.no_grad()
     def backbone_predict(self) -> None:
@@ -155,8 +173,7 @@ class DAFSteps:
             stages['part images (compose, resize)'] = self.stage_part_images
             stages['part backbone pass (B*N)'] = self.stage_part_backbone
             if model.sppn_head.rank_samples > 0:
-                stages['ranked anchor samples (B*K, forward only)'] = \
-                    self.stage_rank_samples
+                stages[RANK_SAMPLES_STAGE] = self.stage_rank_samples
             stages['student losses (CE, rank, IoU, area, con)'] = self.stage_student_losses
         if model.with_teacher:
             stages['teacher input (heatmap up, box mask)'] = self.stage_teacher_input
@@ -338,12 +355,14 @@ def measure_breakdown(steps: DAFSteps, daf_time: float, warmup: int, repeats: in
     stage_times = interleaved_times(stage_fns, device, warmup, repeats)
     rows = []
     for name, values in stage_times.items():
+        # Per DAF step: the ranked samples run on every k-th step only.
+        factor = steps.per_step_factor(name)
         row = dict(stage=name, group=STAGE_GROUPS[name],
-                   time_s=statistics.median(values))
+                   time_s=statistics.median(values) * factor, per_step_factor=factor)
         if memory:
             row['peak_mem_mib'] = peak_memory_bytes(stage_fns[name], device) / MIB
         if flops:
-            row['flops'] = count_flops(stage_fns[name])
+            row['flops'] = count_flops(stage_fns[name]) * factor
             row['gflops'] = row['flops'] / 1e9
         rows.append(row)
     stage_sum = sum(row['time_s'] for row in rows)

@@ -357,6 +357,34 @@ def test_tiny_speed_run_writes_consistent_json():
     assert 'PAF-bilinear neck + teacher head' in stages
 
 
+def test_make_batch_puts_inputs_labels_and_samples_on_the_device():
+    # The GPU check failed with the samples' labels left on the CPU.
+    speed_model = _import('speed_model')
+
+    class Model:
+        head = argparse.Namespace(num_classes=5)
+
+    inputs, labels, samples = speed_model.make_batch(Model(), 2, 8, 'meta')
+    assert inputs.shape == (2, 3, 8, 8) and inputs.device.type == 'meta'
+    assert labels.device.type == 'meta'
+    assert [sample.gt_label.device.type for sample in samples] == ['meta', 'meta']
+
+
+def test_rank_interval_counts_the_ranked_samples_once_per_k_steps():
+    every_step = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1)
+    every_third = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1,
+                                   cfg_options={'model.sppn_head.rank_interval': 3})
+    stage = 'ranked anchor samples (B*K, forward only)'
+    rank_gflops = every_step['stage_gflops'][stage]
+    assert rank_gflops > 0
+    assert every_third['stage_gflops'][stage] == pytest.approx(rank_gflops / 3, rel=1e-6)
+    # daf_train runs one whole cycle (1 ranking step, 2 without) per call and
+    # is counted per step: 2/3 of the samples' FLOPs fewer.
+    saved = (every_step['flops']['daf_train'] - every_third['flops']['daf_train']) / 1e9
+    assert saved == pytest.approx(2 / 3 * rank_gflops, rel=1e-6)
+    assert every_third['flops']['backbone_train'] == every_step['flops']['backbone_train']
+
+
 # ----------------------------------------------------------------------------
 # anchor_ranking.py: rank statistics per anchor shape
 # ----------------------------------------------------------------------------

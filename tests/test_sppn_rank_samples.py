@@ -221,3 +221,53 @@ def test_propose_and_sample_is_propose_plus_a_draw_from_one_dense_pass():
     centres = (both[2][..., :2] + both[2][..., 2:]) / 2
     assert ((centres[..., 0] >= 24) & (centres[..., 0] < 48)
             & (centres[..., 1] >= 16) & (centres[..., 1] < 40)).all()
+
+
+def test_rank_interval_arguments_are_checked():
+    with pytest.raises(ValueError, match='rank_interval must be >= 1, got 0'):
+        _head(rank_samples=2, rank_interval=0)
+    with pytest.raises(ValueError, match='rank_interval=4 needs rank_samples > 0'):
+        _head(rank_interval=4)
+
+
+def test_rank_interval_samples_every_kth_step_and_scales_the_loss():
+    head = _head(rank_samples=2, rank_interval=3,
+                 loss_rank=dict(type='PartRankingLoss', margin=1.0, loss_weight=0.5))
+    assert [head.samples_this_step() for _ in range(7)] == [
+        True, False, False, True, False, False, True]
+    assert not _head().samples_this_step()
+    boxes = torch.tensor([[[0., 0., 10., 10.]]])
+    scores = torch.tensor([[0.0]], requires_grad=True)
+    # The hinges of test_rank_loss_orders_proposals_and_samples_together sum to
+    # 6.0; weight 0.5, times the interval 3 -> 9.0.
+    ranked = head.loss(boxes, scores, torch.tensor([[1.0]]), torch.tensor([400.]),
+                       sample_scores=torch.tensor([[0.5, 2.0]]),
+                       sample_ce=torch.tensor([[0.5, 2.0]]))
+    assert ranked['loss_rank'].item() == pytest.approx(9.0)
+    # A step without samples ranks nothing, not even two proposals in the
+    # wrong order, but keeps the scores in the graph.
+    two_scores = torch.tensor([[0.0, 5.0]], requires_grad=True)
+    off = head.loss(torch.tensor([[[0., 0., 10., 10.], [20., 20., 30., 30.]]]),
+                    two_scores, torch.tensor([[1.0, 2.0]]), torch.tensor([400.]))
+    assert off['loss_rank'].item() == 0.0 and off['loss_rank'].requires_grad
+    off['loss_rank'].backward()
+    assert torch.equal(two_scores.grad, torch.zeros(1, 2))
+
+
+def test_training_steps_with_rank_interval_draw_samples_on_schedule():
+    model = _rank_sampling_model(rank_interval=2).train()
+    data = batch()
+    drawn = []
+    for _ in range(4):
+        with torch.no_grad():
+            drawn.append(model.run_student(data['inputs']).sample_boxes is not None)
+    assert drawn == [True, False, True, False]
+    # Evaluation neither draws nor advances the schedule.
+    model.eval()
+    with torch.no_grad():
+        assert model.run_student(data['inputs']).sample_boxes is None
+    model.train()
+    losses = model(**data, mode='loss')  # the 5th training forward: ranks
+    assert losses['loss_rank'].item() > 0
+    losses = model(**data, mode='loss')  # the 6th: no samples, zero ranking loss
+    assert losses['loss_rank'].item() == 0.0

@@ -427,7 +427,7 @@ class DAFClassifier(BaseClassifier):
         if self.sppn_detach_input:
             feats = tuple(feat.detach() for feat in feats)
         sppn_feats = self.sppn_neck(feats)
-        if self.training and self.sppn_head.rank_samples > 0:
+        if self.training and self.sppn_head.samples_this_step():
             return self.sppn_head.propose_and_sample(sppn_feats, img_shape, object_mask)
         boxes, box_scores = self.sppn_head.propose(sppn_feats, img_shape, object_mask)
         return boxes, box_scores, None, None

@@ -116,6 +116,17 @@ class SPPNHead(BaseModule):
             given): a prior that needs no heatmap against proposals on the
             image border, whose part images keep mostly nothing. Defaults to
             False (the paper).
+        rank_interval (int): with ``rank_samples``, draw the samples and
+            apply the ranking loss on every k-th training forward only, the
+            loss multiplied by k: the same expected ranking gradient per step
+            at 1/k of the sampled anchors' cost (their single-box part images
+            are most of a training step, benchmarks/speed.py). The other
+            steps add a ranking loss of zero (that keeps the scores in the
+            graph, for DDP). A proposals-only ranking on those steps would
+            teach the inverted order that ``rank_samples`` fixes. The count
+            is per training forward and is not saved in checkpoints: a
+            resumed run may shift which steps rank. Defaults to 1 (every
+            step).
     """
 
     def __init__(self,
@@ -133,7 +144,8 @@ class SPPNHead(BaseModule):
                  regress_boxes: bool = True,
                  init_cfg: Optional[dict] = DEFAULT_INIT_CFG,
                  rank_samples: int = 0,
-                 inside_image: bool = False):
+                 inside_image: bool = False,
+                 rank_interval: int = 1):
         super().__init__(init_cfg=init_cfg)
         if num_parts < 1:
             raise ValueError(f'num_parts must be >= 1, got {num_parts}')
@@ -146,8 +158,15 @@ class SPPNHead(BaseModule):
             raise ValueError(f'stacked_convs must be >= 0, got {stacked_convs}')
         if rank_samples < 0:
             raise ValueError(f'rank_samples must be >= 0, got {rank_samples}')
+        if rank_interval < 1:
+            raise ValueError(f'rank_interval must be >= 1, got {rank_interval}')
+        if rank_interval > 1 and rank_samples == 0:
+            raise ValueError(f'rank_interval={rank_interval} needs rank_samples > 0 '
+                             '(it schedules the sampled anchors)')
         self.num_parts = num_parts
         self.rank_samples = rank_samples
+        self.rank_interval = rank_interval
+        self._rank_step_count = 0
         self.inside_image = inside_image
         self.regress_boxes = regress_boxes
         self.pre_nms_topk = pre_nms_topk
@@ -623,6 +642,18 @@ class SPPNHead(BaseModule):
             results.append(InstanceData(bboxes=img_boxes, scores=img_scores))
         return results
 
+    def samples_this_step(self) -> bool:
+        """Whether this training forward draws and ranks sampled anchors.
+
+        Call once per training forward: it advances the step count of
+        ``rank_interval``. False whenever ``rank_samples`` is 0.
+        """
+        if self.rank_samples == 0:
+            return False
+        samples = self._rank_step_count % self.rank_interval == 0
+        self._rank_step_count += 1
+        return samples
+
     def loss(self, part_boxes: Tensor, part_scores: Tensor, part_ce: Tensor,
              object_area: Tensor, sample_scores: Optional[Tensor] = None,
              sample_ce: Optional[Tensor] = None) -> Dict[str, Tensor]:
@@ -642,7 +673,9 @@ class SPPNHead(BaseModule):
                 entropies; given exactly when ``sample_scores`` is.
 
         Returns:
-            dict: ``loss_rank``, ``loss_overlap``, ``loss_area`` scalars.
+            dict: ``loss_rank``, ``loss_overlap``, ``loss_area`` scalars. With
+            ``rank_interval`` k > 1, ``loss_rank`` is k times the ranking loss
+            when samples are given and zero otherwise.
         """
         if part_boxes.dim() != 3 or part_boxes.shape[-1] != 4:
             raise ValueError(
@@ -666,8 +699,14 @@ class SPPNHead(BaseModule):
                                  f'{tuple(sample_ce.shape)}')
             rank_scores = torch.cat([part_scores, sample_scores], dim=1)
             rank_ce = torch.cat([part_ce, sample_ce], dim=1)
+        if self.rank_interval == 1:
+            loss_rank = self.loss_rank(rank_scores, rank_ce.detach())
+        elif sample_scores is not None:
+            loss_rank = self.rank_interval * self.loss_rank(rank_scores, rank_ce.detach())
+        else:
+            loss_rank = part_scores.sum() * 0
         return dict(
-            loss_rank=self.loss_rank(rank_scores, rank_ce.detach()),
+            loss_rank=loss_rank,
             loss_overlap=self.loss_overlap(part_boxes),
             loss_area=self.loss_area(part_boxes, object_area.detach()))
 
