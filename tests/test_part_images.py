@@ -6,6 +6,7 @@ import torch
 from mmdaf.models.utils import (
     PartImageGenerator,
     boxes_to_saliency_mask,
+    crop_around_boxes,
     make_part_images,
 )
 from mmdaf.models.utils.part_images import (
@@ -144,3 +145,20 @@ def test_bad_inputs_raise():
         make_part_images(imgs, torch.zeros(2, 2, 4), -1.0)
     with pytest.raises(ValueError, match='noise_std'):
         PartImageGenerator(noise_std=-0.1)
+
+
+def test_crop_around_boxes_centres_the_window_and_shifts_it_inside():
+    imgs = torch.arange(2 * 1 * 8 * 8, dtype=torch.float32).view(2, 1, 8, 8)
+    # Box centred at (3, 3): window rows/cols 1..4. Box at the bottom-right
+    # corner (centre 7, 7): the window would start at 5 and is shifted to 4.
+    boxes = torch.tensor([[2., 2., 4., 4.], [6., 6., 8., 8.]])
+    crops = crop_around_boxes(imgs, boxes, 4)
+    assert crops.shape == (2, 1, 4, 4) and crops.dtype == torch.float32
+    assert torch.equal(crops[0, 0], imgs[0, 0, 1:5, 1:5])
+    assert torch.equal(crops[1, 0], imgs[1, 0, 4:8, 4:8])
+    # A window larger than the image keeps the whole image.
+    assert torch.equal(crop_around_boxes(imgs, boxes, 20), imgs)
+    with pytest.raises(ValueError, match='crop size must be > 0, got 0'):
+        crop_around_boxes(imgs, boxes, 0)
+    with pytest.raises(ValueError, match=r'boxes must be \(M, 4\) with M = 2'):
+        crop_around_boxes(imgs, boxes[:1], 4)

@@ -10,6 +10,7 @@ from test_daf_training_switches import batch, build, running_stats, student_cfg
 from test_sppn_head import _fpn_feats, _head
 
 from mmdaf.models.losses import PartRankingLoss
+from mmdaf.models.utils import crop_around_boxes
 
 STRIDE8_ONLY = dict(type='AnchorGenerator', strides=[8], ratios=[0.5, 1.0, 2.0],
                     octave_base_scale=1.25, scales_per_octave=2, center_offset=0.5)
@@ -271,3 +272,26 @@ def test_training_steps_with_rank_interval_draw_samples_on_schedule():
     assert losses['loss_rank'].item() > 0
     losses = model(**data, mode='loss')  # the 6th: no samples, zero ranking loss
     assert losses['loss_rank'].item() == 0.0
+
+
+def test_single_box_crop_ranks_by_the_window_around_each_box():
+    model = build(sppn_head=dict(student_cfg().sppn_head, rank_samples=2),
+                  single_box_crop=16).eval()
+    data = batch()
+    labels = torch.tensor([0, 1])
+    boxes = torch.tensor([[[0., 0., 8., 8.], [20., 20., 30., 28.]],
+                          [[50., 50., 64., 64.], [24., 8., 36., 20.]]])
+    ce = model.single_box_ce(data['inputs'], boxes, labels)
+    assert ce.shape == (2, 2) and not ce.requires_grad
+    for img in range(2):
+        for k in range(2):
+            part = model.part_image_generator(data['inputs'][img:img + 1],
+                                              boxes[img:img + 1, k:k + 1])
+            window = crop_around_boxes(part, boxes[img, k:k + 1], 16)
+            assert window.shape == (1, 3, 16, 16)
+            with torch.no_grad():
+                logits = model.student_logits(model.backbone(window))
+            torch.testing.assert_close(ce[img, k],
+                                       F.cross_entropy(logits, labels[img:img + 1]))
+    with pytest.raises(ValueError, match='single_box_crop must be >= 0, got -1'):
+        build(single_box_crop=-1)

@@ -18,7 +18,7 @@ from ..utils.batch_norm_stats import (
     without_activation_checkpointing,
 )
 from ..utils.grad_scale import scale_gradient
-from ..utils.part_images import boxes_to_saliency_mask
+from ..utils.part_images import boxes_to_saliency_mask, crop_around_boxes
 from ..utils.stage_features import check_stage_features
 
 LOSS_GROUPS = ('student', 'teacher', 'fusion')
@@ -230,6 +230,13 @@ class DAFClassifier(BaseClassifier):
             1 is the paper's end-to-end training. The gradient that reaches
             the boxes through differentiable part images
             (``part_images.soft_edge``) is scaled too. Defaults to 1.0.
+        single_box_crop (int): S > 0 runs the sampled anchors' single-box
+            part images (``SPPNHead(rank_samples=K)``) through the student as
+            S x S windows centred on their boxes, at the image's pixel scale
+            (:func:`crop_around_boxes`), instead of whole images: their cost
+            falls by about (H*W)/(S*S), and their cross entropy then says how
+            well the box and its near context classify. 0 (default) ranks by
+            whole single-box part images.
         loss_concentrate (dict, optional): ``ConcentrateLoss`` config.
         teacher (dict, optional): ``dict(backbone=..., neck=..., head=...)``,
             see :class:`Teacher`.
@@ -267,6 +274,7 @@ class DAFClassifier(BaseClassifier):
                  sppn_detach_input: bool = False,
                  predict_part_top_m: int = 0,
                  part_backbone_grad_scale: float = 1.0,
+                 single_box_crop: int = 0,
                  loss_concentrate: Optional[dict] = None,
                  teacher: Optional[dict] = None,
                  distill: Optional[dict] = None,
@@ -313,6 +321,10 @@ class DAFClassifier(BaseClassifier):
             raise ValueError('DAFClassifier: part_backbone_grad_scale must be in '
                              f'[0, 1], got {part_backbone_grad_scale}')
         self.part_backbone_grad_scale = part_backbone_grad_scale
+        if single_box_crop < 0:
+            raise ValueError('DAFClassifier: single_box_crop must be >= 0, got '
+                             f'{single_box_crop}')
+        self.single_box_crop = single_box_crop
         if (part_backbone_grad_scale == 0
                 and getattr(self.part_image_generator, 'soft_edge', 0) > 0):
             raise ValueError('DAFClassifier: part_images.soft_edge > 0 makes the part '
@@ -469,7 +481,9 @@ class DAFClassifier(BaseClassifier):
 
         Each part image keeps only its own box sharp (no other boxes), so its
         cross entropy depends on that box alone: the ranking target of the
-        sampled anchors (``SPPNHead(rank_samples=K)``).
+        sampled anchors (``SPPNHead(rank_samples=K)``). With
+        ``single_box_crop`` S, each part image is first cut to the S x S window
+        centred on its box.
 
         Args:
             inputs (Tensor): (B, 3, H, W) clean images.
@@ -483,6 +497,9 @@ class DAFClassifier(BaseClassifier):
         batch_size, num_boxes = boxes.shape[:2]
         imgs = inputs.repeat_interleave(num_boxes, dim=0)
         part_imgs = self.part_image_generator(imgs, boxes.reshape(-1, 1, 4))
+        if self.single_box_crop > 0:
+            part_imgs = crop_around_boxes(part_imgs, boxes.reshape(-1, 4),
+                                          self.single_box_crop)
         with self._part_bn_context(clean_bn_stats):
             logits = self.student_logits(self.backbone(part_imgs))
         return F.cross_entropy(logits.float(), labels.repeat_interleave(num_boxes),

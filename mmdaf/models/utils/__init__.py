@@ -4,5 +4,6 @@ from .location_heatmap import LocationHeatmap, LocationHeatmapOutput  # noqa: F4
 from .part_images import (  # noqa: F401
     PartImageGenerator,
     boxes_to_saliency_mask,
+    crop_around_boxes,
     make_part_images,
 )

@@ -389,6 +389,40 @@ def zoom_on_boxes(part_imgs: Tensor, boxes: Tensor, context: float) -> Tensor:
                          align_corners=False)
 
 
+def crop_around_boxes(imgs: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """A ``size`` x ``size`` window of each image, centred on its box.
+
+    The window keeps the image's pixel scale (no resampling) and is shifted
+    inside the image where the box is near a border; an image smaller than
+    ``size`` along a side is kept whole along that side.
+
+    Args:
+        imgs (Tensor): (M, C, H, W) images.
+        boxes (Tensor): (M, 4) one xyxy box per image, input pixels.
+        size (int): window side in pixels, > 0.
+
+    Returns:
+        Tensor: (M, C, min(size, H), min(size, W)).
+    """
+    if size <= 0:
+        raise ValueError(f'crop size must be > 0, got {size}')
+    if boxes.dim() != 2 or boxes.shape != (imgs.shape[0], 4):
+        raise ValueError(f'boxes must be (M, 4) with M = {imgs.shape[0]}, got '
+                         f'{tuple(boxes.shape)}')
+    height, width = imgs.shape[-2:]
+    crop_h, crop_w = min(size, height), min(size, width)
+    centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
+    centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
+    left = (centre_x - crop_w / 2).round().long().clamp(0, width - crop_w)
+    top = (centre_y - crop_h / 2).round().long().clamp(0, height - crop_h)
+    rows = top[:, None] + torch.arange(crop_h, device=imgs.device)  # (M, h)
+    cols = left[:, None] + torch.arange(crop_w, device=imgs.device)  # (M, w)
+    index = torch.arange(imgs.shape[0], device=imgs.device)[:, None, None]
+    # (M, h, w, C) -> (M, C, h, w)
+    return imgs.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]] \
+        .permute(0, 3, 1, 2)
+
+
 def _check_boxes(boxes: Tensor) -> None:
     if not isinstance(boxes, Tensor) or boxes.dim() != 3 or boxes.shape[-1] != 4:
         raise ValueError(f'boxes must be a (B, N, 4) xyxy tensor, got '
