@@ -134,6 +134,20 @@ def reusable_record(work_dir: str, checkpoint: str, options: List[str], fingerpr
 # ----------------------------------------------------------------------------
 # One run: train, evaluate, record
 # ----------------------------------------------------------------------------
+def run_dir(work_dir: str, name: str, seed: int) -> str:
+    """The folder of one run, always inside ``work_dir``.
+
+    A row named by a relative config path keeps that path
+    (``work_dirs/exp/cfgs/x.py_seed0``); an absolute path or one that climbs
+    out (``..``) keeps only its file name, since joined as it is it would put
+    the run next to the config instead.
+    """
+    row = osp.normpath(name)
+    if osp.isabs(row) or row.split(os.sep)[0] == '..':
+        row = osp.basename(row)
+    return osp.join(work_dir, f'{row}_seed{seed}')
+
+
 def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
                        data_root: str) -> dict:
     """One training subprocess, then one evaluation subprocess; their record.
@@ -149,7 +163,7 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
         with its evaluation, final training loss and loss curves.
     """
     config = config_path(name)
-    work_dir = osp.join(args.work_dir, f'{name}_seed{seed}')
+    work_dir = run_dir(args.work_dir, name, seed)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads))
     start = time.perf_counter()

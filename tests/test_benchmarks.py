@@ -5,6 +5,7 @@ import argparse
 import importlib
 import json
 import os
+import os.path as osp
 import sys
 
 import numpy as np
@@ -446,6 +447,14 @@ def test_each_row_gets_its_own_generic_pretraining_and_ensemble_row(monkeypatch)
     assert learning_tables.ensemble_row_name('baseline') == 'two_baselines'
     assert learning_tables.ensemble_row_name('convnext_baseline') == 'two_convnext_baselines'
     assert learning_tables.ensemble_row_name('convnext_daf') is None
+
+
+def test_a_run_folder_stays_inside_the_work_dir():
+    assert learning_runs.run_dir('wd', 'daf', 2) == osp.join('wd', 'daf_seed2')
+    assert learning_runs.run_dir('wd', 'work_dirs/exp/x.py', 0) == osp.join(
+        'wd', 'work_dirs/exp/x.py_seed0')
+    assert learning_runs.run_dir('wd', '/abs/cfgs/x.py', 1) == osp.join('wd', 'x.py_seed1')
+    assert learning_runs.run_dir('wd', '../other/x.py', 1) == osp.join('wd', 'x.py_seed1')
 
 
 def test_an_evaluation_older_than_its_checkpoint_is_not_reused(tmp_path):
