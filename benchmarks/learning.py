@@ -42,6 +42,20 @@ docs/benchmarks_history.md give the measured times. Usage::
 
 Results are averaged over seeds (mean, sample std, min, max).
 
+``--curves`` adds the learning curves: each run keeps every epoch's checkpoint
+(``default_hooks.checkpoint.interval=1``), and after training each of them is
+evaluated for its test top-1, training-split top-1 and the student stream's
+test top-1 (only these: no hit rates, no score files), written to the run's
+``epoch_curves.json`` and record; the report prints their means over seeds per
+epoch, the JSON holds them per run (``runs[].epoch_curves``) and per row
+(``epoch_curves``). The table stays the final epoch's (nothing is selected on
+the test split). Curves newer than the run's final checkpoint are reused; a run
+trained without ``--curves`` kept only its final checkpoint and is trained
+again (it says so), while a ``--curves`` run serves a plain benchmark as it is.
+Usage::
+
+    python benchmarks/learning.py --configs baseline daf --curves --out curves.json
+
 Code: this file holds the command line and runs the rows;
 ``learning_presets.py`` names the rows and presets and writes the data,
 ``learning_runs.py`` trains, reuses and evaluates the runs,
@@ -61,7 +75,10 @@ REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 if REPO_ROOT not in sys.path:
     sys.path.insert(0, REPO_ROOT)
 from benchmarks.common import check_out_path, write_json  # noqa: E402
-from benchmarks.learning_eval import evaluate_checkpoint  # noqa: E402
+from benchmarks.learning_eval import (  # noqa: E402
+    evaluate_checkpoint,
+    evaluate_epoch_curves,
+)
 from benchmarks.learning_presets import (  # noqa: E402
     CONFIGS,
     DEFAULT_CONFIGS,
@@ -73,7 +90,7 @@ from benchmarks.learning_presets import (  # noqa: E402
 )
 from benchmarks.learning_report import format_run, format_summary  # noqa: E402
 from benchmarks.learning_runs import train_and_evaluate  # noqa: E402
-from benchmarks.learning_tables import aggregate  # noqa: E402
+from benchmarks.learning_tables import aggregate, mean_curves  # noqa: E402
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -119,12 +136,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         'checkpoint and record are already in --work-dir (same '
                         'config and seed) is reused, so an interrupted benchmark '
                         'resumes and rows can be added to a finished one')
+    parser.add_argument('--curves', action='store_true',
+                        help='learning curves: keep every epoch\'s checkpoint and '
+                        'evaluate each for test, train and student test top-1 '
+                        '(the table stays the final epoch\'s); runs trained '
+                        'without --curves are trained again')
     parser.add_argument('--out', help='write the results as JSON here')
     # Internal: evaluate one finished run (used by the training jobs).
     parser.add_argument('--evaluate', metavar='CONFIG', help=argparse.SUPPRESS)
     parser.add_argument('--checkpoint', help=argparse.SUPPRESS)
     parser.add_argument('--data-root', help=argparse.SUPPRESS)
     parser.add_argument('--scores-out', help=argparse.SUPPRESS)
+    parser.add_argument('--curve-checkpoints', nargs='+', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     check_out_path(parser, args.out)
     for name, value in PRESETS[args.preset].items():
@@ -142,6 +165,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Train and evaluate every row at every seed, print the summary, write
     the JSON (or, with the internal ``--evaluate``, evaluate one run)."""
     args = parse_args(argv)
+    if args.evaluate and args.curve_checkpoints:
+        result = evaluate_epoch_curves(args.evaluate, args.curve_checkpoints,
+                                       args.data_root, args.num_classes)
+        write_json(result, args.out)
+        return result
     if args.evaluate:
         result = evaluate_checkpoint(args.evaluate, args.checkpoint, args.data_root,
                                      args.num_classes, args.random_draws,
@@ -170,13 +198,15 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                       test_per_class=args.test_per_class,
                       random_draws=args.random_draws, jobs=args.jobs,
                       threads=args.threads, data_root=data_root,
-                      eval_only=args.eval_only),
+                      eval_only=args.eval_only, curves=args.curves),
         machine=dict(cpu_count=os.cpu_count(), loadavg_start=list(loadavg_start),
                      loadavg_end=list(os.getloadavg())),
         wall_s=time.perf_counter() - start,
         summary=aggregate(records, args.configs),
         runs=records,
     )
+    if args.curves:
+        result['epoch_curves'] = mean_curves(records, args.configs)
     print(format_summary(result))
     if args.out:
         write_json(result, args.out)

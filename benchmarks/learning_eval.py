@@ -3,10 +3,13 @@
 Run in its own process (``learning.py --evaluate``, started by
 :func:`benchmarks.learning_runs.evaluate_run`): accuracies of the prediction
 and of each stream on the test split, the training split's top-1, the part hit
-rates of the SPPN proposals and statistics of their scores and boxes.
+rates of the SPPN proposals and statistics of their scores and boxes. With
+``--curves``, :func:`evaluate_epoch_curves` measures only the test and
+training-split top-1 of every epoch's checkpoint.
 """
 import os
 import os.path as osp
+import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -90,6 +93,57 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
         result['scores_file'] = scores_out
     result.update(part_box_statistics(predictions, data_root, random_draws))
     return result
+
+
+# The accuracies measured at every epoch with --curves.
+CURVE_METRICS = ('top1', 'student_top1', 'train_top1', 'student_train_top1')
+
+
+def epoch_accuracies(cfg, model, data_root: str, num_classes: int) -> dict:
+    """The cheap part of :func:`evaluate_checkpoint`: top-1 of the prediction
+    and of the student stream (None without one) on the test split, and
+    :func:`train_split_accuracy`; no hit rates, no score file."""
+    predictions = predict_test_split(model, build_test_loader(cfg, data_root),
+                                     data_root)
+    gts = predictions.gts
+    result = dict(top1=accuracies(predictions.preds, gts, num_classes)['top1'],
+                  student_top1=(accuracies(predictions.student_preds, gts,
+                                           num_classes)['top1']
+                                if predictions.student_preds else None))
+    result.update(train_split_accuracy(cfg, model, data_root, num_classes))
+    return result
+
+
+def evaluate_epoch_curves(config_file: str, checkpoints: Sequence[str], data_root: str,
+                          num_classes: int) -> dict:
+    """:func:`epoch_accuracies` of every epoch's checkpoint (``--curves``).
+
+    Args:
+        config_file (str): the config the Runner dumped into the run's work
+            dir, or that work dir.
+        checkpoints (list[str]): the checkpoints, first epoch to final
+            (``epoch_<k>.pth``).
+        data_root (str): the synthetic set.
+        num_classes (int): the number of classes.
+
+    Returns:
+        dict: ``epochs`` (the epoch of each checkpoint) and per metric of
+        :data:`CURVE_METRICS` its value at each epoch (None for a stream the
+        model does not have).
+    """
+    curves = dict(epochs=[], checkpoints=list(checkpoints),
+                  **{metric: [] for metric in CURVE_METRICS})
+    for checkpoint in checkpoints:
+        match = re.search(r'epoch_(\d+)\.pth$', checkpoint)
+        curves['epochs'].append(int(match.group(1)) if match else None)
+        cfg, model = load_trained_model(_dumped_config(config_file), checkpoint)
+        result = epoch_accuracies(cfg, model, data_root, num_classes)
+        for metric in CURVE_METRICS:
+            curves[metric].append(result[metric])
+    for metric in CURVE_METRICS:
+        if all(value is None for value in curves[metric]):
+            curves[metric] = None
+    return curves
 
 
 def _dumped_config(config_file: str) -> str:

@@ -1,5 +1,6 @@
 """What ``benchmarks/learning.py`` prints: a line per finished run, then the
-summary table, the loss curves and the wall time."""
+summary table, the loss curves, the accuracy curves (``--curves``) and the wall
+time."""
 import statistics
 
 # The summary table's columns: (title, metric, shown in percent).
@@ -11,6 +12,9 @@ COLUMNS = [('top-1 %', 'top1', True), ('mean cls %', 'mean_class_acc', True),
            ('hit %', 'hit_rate', True), ('random', 'random_hit_rate', True),
            ('part-in %', 'part_in_box_rate', True),
            ('random', 'random_part_in_box_rate', True), ('train s', 'train_s', False)]
+# The accuracy curves printed with --curves: (title, metric of the curves).
+CURVE_LINES = [('test top-1 %', 'top1'), ('train top-1 %', 'train_top1'),
+               ('student test top-1 %', 'student_top1')]
 
 
 def format_run(record: dict) -> str:
@@ -58,12 +62,28 @@ def format_loss_curves(result: dict, name: str = 'loss_pred') -> str:
     return f'{name} per epoch, mean over seeds\n' + '\n'.join(lines)
 
 
+def format_accuracy_curves(result: dict, title: str, metric: str) -> str:
+    """Per row, the seeds' mean of one accuracy at every epoch, in percent
+    (``result['epoch_curves']``, written with ``--curves``)."""
+    lines = [f'{row:<18}' + ''.join(f'{100 * value:>7.1f}' for value in means[metric])
+             for row, means in (result.get('epoch_curves') or {}).items()
+             if means.get(metric)]
+    if not lines:
+        return ''
+    return f'{title} per epoch, mean over seeds\n' + '\n'.join(lines)
+
+
 def format_summary(result: dict) -> str:
     """The summary printed at the end: the table, the curves of ``loss_pred``
-    and ``distill_kept`` where logged, the wall time and load averages."""
+    and ``distill_kept`` where logged, the test, train and student test top-1
+    per epoch with ``--curves``, the wall time and load averages."""
     parts = [format_table(result)]
     for name in ('loss_pred', 'distill_kept'):
         curves = format_loss_curves(result, name)
+        if curves:
+            parts.append(curves)
+    for title, metric in CURVE_LINES:
+        curves = format_accuracy_curves(result, title, metric)
         if curves:
             parts.append(curves)
     machine = result['machine']

@@ -6,6 +6,13 @@ One run is one row (config) at one training seed, in its own work dir under
 when its training options and its config are unchanged (the config's
 fingerprint, a SHA-1 of the merged config, is kept in its ``run_record.json``),
 and its evaluation only when it was written after its checkpoint.
+
+With ``--curves`` a run keeps every epoch's checkpoint, and each is evaluated
+for its test and training-split top-1 (``epoch_curves.json``, reused by the
+same rule as the final evaluation). Which checkpoints a run keeps is not part
+of what must match for reuse: a ``--curves`` run serves a plain benchmark as it
+is, and a plain run asked for curves is trained again (it kept only its final
+checkpoint), with a message.
 """
 import argparse
 import hashlib
@@ -27,6 +34,12 @@ from benchmarks.learning_presets import config_path
 ANCHOR_BASE_SCALE_AT_64 = 1.25
 # The script whose ``--evaluate`` mode evaluates one finished run.
 LEARNING_SCRIPT = osp.join(REPO_ROOT, 'benchmarks', 'learning.py')
+# The training options that only say which checkpoints a run keeps: not
+# compared when a finished run is reused.
+CHECKPOINT_OPTIONS = 'default_hooks.checkpoint.'
+# A run's files: its final evaluation and, with --curves, its per-epoch one.
+EVAL_FILE = 'final_epoch_eval.json'
+CURVES_FILE = 'epoch_curves.json'
 
 
 # ----------------------------------------------------------------------------
@@ -34,10 +47,11 @@ LEARNING_SCRIPT = osp.join(REPO_ROOT, 'benchmarks', 'learning.py')
 # ----------------------------------------------------------------------------
 def cfg_options(config: str, data_root: str, num_classes: int, img_size: int,
                 epochs: int, seed: int, extra: Sequence[str] = (),
-                pretrained: bool = True) -> List[str]:
+                pretrained: bool = True, curves: bool = False) -> List[str]:
     """``--cfg-options`` for tools/train.py: data, classes, epochs, seed;
     ``extra`` for DAF rows only; ``pretrained=False`` drops the Pretrained
-    inits."""
+    inits; ``curves=True`` keeps every epoch's checkpoint (otherwise only the
+    final one)."""
     from mmengine.config import Config
     cfg = Config.fromfile(config)
     model = cfg.model
@@ -47,8 +61,8 @@ def cfg_options(config: str, data_root: str, num_classes: int, img_size: int,
         'train_cfg.max_epochs': epochs,
         'param_scheduler.T_max': epochs,
         'randomness.seed': seed,
-        'default_hooks.checkpoint.interval': epochs,
-        'default_hooks.checkpoint.max_keep_ckpts': 1,
+        'default_hooks.checkpoint.interval': 1 if curves else epochs,
+        'default_hooks.checkpoint.max_keep_ckpts': epochs if curves else 1,
         'default_hooks.logger.interval': 5,
     }
     if not pretrained:
@@ -71,6 +85,12 @@ def cfg_options(config: str, data_root: str, num_classes: int, img_size: int,
     if model.get('type') == 'DAFClassifier':
         pairs += list(extra)
     return pairs
+
+
+def training_options(options: Sequence[str]) -> List[str]:
+    """The options that decide what a run learns: ``options`` without those
+    of the checkpoint hook (which checkpoints it keeps)."""
+    return [o for o in options if not o.startswith(CHECKPOINT_OPTIONS)]
 
 
 def config_fingerprint(config: str) -> str:
@@ -114,7 +134,9 @@ def reusable_record(work_dir: str, checkpoint: str, options: List[str], fingerpr
         dict or None: the record, or None when the run must be trained.
 
     Raises:
-        ValueError: the run was trained with other options.
+        ValueError: the run was trained with other options (the checkpoint
+            hook's options aside: a run that kept every epoch's checkpoint
+            serves one that keeps the final one).
     """
     record_path = osp.join(work_dir, 'run_record.json')
     if not (eval_only or (not retrain and osp.isfile(record_path)
@@ -122,13 +144,66 @@ def reusable_record(work_dir: str, checkpoint: str, options: List[str], fingerpr
         return None
     with open(record_path) as f:
         record = json.load(f)
-    if record.get('train_options', options) != options:
+    recorded = record.get('train_options', options)
+    if training_options(recorded) != training_options(options):
         raise ValueError(f'{work_dir} was trained with other options than this '
                          f'run\'s ({record["train_options"]} against {options}); '
                          'use another --work-dir or --retrain')
     if config_unchanged(record, fingerprint, work_dir) or eval_only:
         return record
     return None
+
+
+def epoch_checkpoints(work_dir: str, epochs: int) -> List[str]:
+    """The checkpoints of every epoch of a run, first to final."""
+    return [osp.join(work_dir, f'epoch_{epoch}.pth') for epoch in range(1, epochs + 1)]
+
+
+def keeps_every_epoch(record: dict, work_dir: str, epochs: int) -> bool:
+    """Whether the run's latest training kept every epoch's checkpoint (its
+    recorded options save each epoch) and they are all there; checkpoints
+    left over from an earlier training do not count."""
+    options = dict(o.split('=', 1) for o in record.get('train_options', []))
+    return (options.get(CHECKPOINT_OPTIONS + 'interval') == '1'
+            and all(osp.isfile(p) for p in epoch_checkpoints(work_dir, epochs)))
+
+
+def curves_plan(record: Optional[dict], work_dir: str, epochs: int,
+                eval_only: bool) -> str:
+    """What ``--curves`` needs for one run whose reusable record is ``record``.
+
+    Args:
+        record (dict, optional): what :func:`reusable_record` returned (None:
+            the run is trained anyway).
+        work_dir (str): the run's work dir.
+        epochs (int): the number of epochs.
+        eval_only (bool): ``--eval-only``: evaluate the curves again.
+
+    Returns:
+        str: ``'reuse'`` (its ``epoch_curves.json`` was written after its
+        final checkpoint), ``'evaluate'`` (every epoch's checkpoint of its
+        latest training is there) or ``'train'`` (the run must be trained,
+        again if it kept only its final checkpoint: says so).
+
+    Raises:
+        FileNotFoundError: ``eval_only`` and the epochs' checkpoints are not
+            all there.
+    """
+    if record is None:
+        return 'train'
+    checkpoint = epoch_checkpoints(work_dir, epochs)[-1]
+    if not eval_only and evaluation_is_current(osp.join(work_dir, CURVES_FILE),
+                                               checkpoint):
+        return 'reuse'
+    if keeps_every_epoch(record, work_dir, epochs):
+        return 'evaluate'
+    if eval_only:
+        raise FileNotFoundError(f'{work_dir}: --curves --eval-only needs every '
+                                'epoch\'s checkpoint, and this run kept only its '
+                                'final one; run without --eval-only to train it again')
+    print(f'{work_dir}: trained without --curves, only its final checkpoint is '
+          'kept; training it again to keep every epoch\'s checkpoint', flush=True)
+    return 'train'
 
 
 # ----------------------------------------------------------------------------
@@ -160,7 +235,8 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
 
     Returns:
         dict: the run's record (config, seed, options, times, load averages)
-        with its evaluation, final training loss and loss curves.
+        with its evaluation, final training loss and loss curves; with
+        ``args.curves`` also ``epoch_curves``, the accuracies of every epoch.
     """
     config = config_path(name)
     work_dir = run_dir(args.work_dir, name, seed)
@@ -168,13 +244,17 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
                MKL_NUM_THREADS=str(args.threads))
     start = time.perf_counter()
     checkpoint = osp.join(work_dir, f'epoch_{args.epochs}.pth')
-    eval_out = osp.join(work_dir, 'final_epoch_eval.json')
+    eval_out = osp.join(work_dir, EVAL_FILE)
+    curves = args.curves
     options = cfg_options(config, data_root, args.num_classes, args.img_size,
                           args.epochs, seed, args.cfg_options or (),
-                          pretrained=not args.no_pretrain)
+                          pretrained=not args.no_pretrain, curves=curves)
     fingerprint = config_fingerprint(config)
     record = reusable_record(work_dir, checkpoint, options, fingerprint,
                              args.eval_only, args.retrain)
+    plan = curves_plan(record, work_dir, args.epochs, args.eval_only) if curves else None
+    if plan == 'train':
+        record = None
     reuse = record is not None
     if not reuse:
         record = train_run(name, seed, config, work_dir, options, fingerprint, env,
@@ -184,6 +264,13 @@ def train_and_evaluate(name: str, seed: int, args: argparse.Namespace,
         evaluate_run(config, work_dir, checkpoint, eval_out, data_root, args, env)
     with open(eval_out) as f:
         record.update(json.load(f))
+    if curves:
+        curves_out = osp.join(work_dir, CURVES_FILE)
+        if plan != 'reuse':
+            evaluate_run(config, work_dir, checkpoint, curves_out, data_root, args, env,
+                         curve_checkpoints=epoch_checkpoints(work_dir, args.epochs))
+        with open(curves_out) as f:
+            record['epoch_curves'] = json.load(f)
     record['final_train_loss'] = final_train_loss(work_dir)
     record['loss_curve'] = loss_curve(work_dir)
     record['eval_s'] = time.perf_counter() - eval_start
@@ -227,9 +314,12 @@ def train_run(name: str, seed: int, config: str, work_dir: str, options: List[st
 
 
 def evaluate_run(config: str, work_dir: str, checkpoint: str, eval_out: str,
-                 data_root: str, args: argparse.Namespace, env: Dict[str, str]) -> None:
+                 data_root: str, args: argparse.Namespace, env: Dict[str, str],
+                 curve_checkpoints: Optional[Sequence[str]] = None) -> None:
     """Evaluate a run's final checkpoint in a subprocess (``learning.py
-    --evaluate``), writing ``eval_out`` and the test scores of the run.
+    --evaluate``), writing ``eval_out`` and the test scores of the run; with
+    ``curve_checkpoints``, only the test and training-split top-1 of each of
+    those checkpoints instead (the ``--curves`` evaluation).
 
     Args:
         config (str): the row's config file; the subprocess reads the copy the
@@ -241,15 +331,22 @@ def evaluate_run(config: str, work_dir: str, checkpoint: str, eval_out: str,
         data_root (str): the synthetic set.
         args (argparse.Namespace): the benchmark's arguments.
         env (dict): the subprocess's environment.
+        curve_checkpoints (list[str], optional): every epoch's checkpoint,
+            first to final (the log goes to ``curves_stdout.log``).
     """
     # The Runner dumps the merged config into the work dir under its own name.
     dumped_config = osp.join(work_dir, osp.basename(config))
     eval_cmd = [sys.executable, LEARNING_SCRIPT, '--evaluate', dumped_config,
                 '--checkpoint', checkpoint, '--data-root', data_root,
                 '--num-classes', str(args.num_classes), '--random-draws',
-                str(args.random_draws), '--out', eval_out,
-                '--scores-out', osp.join(work_dir, 'test_scores.npz')]
-    with open(osp.join(work_dir, 'eval_stdout.log'), 'w') as log:
+                str(args.random_draws), '--out', eval_out]
+    if curve_checkpoints:
+        eval_cmd += ['--curve-checkpoints', *curve_checkpoints]
+        log_name = 'curves_stdout.log'
+    else:
+        eval_cmd += ['--scores-out', osp.join(work_dir, 'test_scores.npz')]
+        log_name = 'eval_stdout.log'
+    with open(osp.join(work_dir, log_name), 'w') as log:
         subprocess.run(eval_cmd, check=True, cwd=REPO_ROOT, env=env, stdout=log,
                        stderr=subprocess.STDOUT)
 

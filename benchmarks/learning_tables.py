@@ -4,12 +4,15 @@ two-network ensemble row.
 Every metric of a row is summarised over its seeds (mean, sample std, min,
 max). The ensemble row of a baseline is computed from its runs, with no extra
 training: the top-1 of the mean softmax of two runs of other seeds, for every
-pair of seeds.
+pair of seeds. With ``--curves``, :func:`mean_curves` averages each row's
+per-epoch accuracies over its seeds.
 """
 import statistics
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+from benchmarks.learning_eval import CURVE_METRICS
 
 # The row computed from the baseline's runs: the mean softmax of two
 # baselines trained with different seeds (every pair of seeds), the
@@ -90,3 +93,34 @@ def aggregate(records: List[dict], config_names: Sequence[str]) -> Dict[str, dic
             summary[ensemble_name]['train_s'] = summarise([p['train_s'] for p in pairs])
             summary[ensemble_name]['pairs'] = pairs
     return summary
+
+
+def mean_curves(records: Sequence[dict],
+                config_names: Sequence[str]) -> Dict[str, Dict[str, Optional[List[float]]]]:
+    """Per row, the mean over its seeds of each per-epoch accuracy.
+
+    Args:
+        records (list[dict]): the runs; those with ``epoch_curves`` count.
+        config_names (list[str]): the rows.
+
+    Returns:
+        dict: row -> metric of :data:`CURVE_METRICS` -> the mean at each
+        epoch (as many epochs as the shortest curve), or None where no run
+        of the row has that metric; rows without curves are left out.
+    """
+    means = {}
+    for name in config_names:
+        runs = [r['epoch_curves'] for r in records
+                if r['config'] == name and r.get('epoch_curves')]
+        if not runs:
+            continue
+        means[name] = {}
+        for metric in CURVE_METRICS:
+            curves = [run[metric] for run in runs if run.get(metric) is not None]
+            if not curves:
+                means[name][metric] = None
+                continue
+            epochs = min(len(curve) for curve in curves)
+            means[name][metric] = [statistics.mean(curve[e] for curve in curves)
+                                   for e in range(epochs)]
+    return means

@@ -6,6 +6,7 @@ import importlib
 import json
 import os
 import os.path as osp
+import pathlib
 import sys
 
 import numpy as np
@@ -30,6 +31,7 @@ learning = _import('learning')
 learning_eval = _import('learning_eval')
 learning_metrics = _import('learning_metrics')
 learning_presets = _import('learning_presets')
+learning_report = _import('learning_report')
 learning_runs = _import('learning_runs')
 learning_tables = _import('learning_tables')
 
@@ -468,6 +470,237 @@ def test_an_evaluation_older_than_its_checkpoint_is_not_reused(tmp_path):
     os.utime(eval_out, (3000, 3000))
     assert learning_runs.evaluation_is_current(str(eval_out), str(checkpoint))
 
+
+# ----------------------------------------------------------------------------
+# learning.py --curves: per-epoch checkpoints, their accuracies, reuse
+# ----------------------------------------------------------------------------
+def _options(options):
+    return dict(o.split('=', 1) for o in options)
+
+
+def test_curves_keep_every_epochs_checkpoint_and_nothing_else_changes():
+    config = config_path('daf_r18_synthetic.py')
+    plain = learning_runs.cfg_options(config, '/data', 4, 64, 8, 1)
+    curves = learning_runs.cfg_options(config, '/data', 4, 64, 8, 1, curves=True)
+    assert _options(plain)['default_hooks.checkpoint.interval'] == '8'
+    assert _options(plain)['default_hooks.checkpoint.max_keep_ckpts'] == '1'
+    assert _options(curves)['default_hooks.checkpoint.interval'] == '1'
+    assert _options(curves)['default_hooks.checkpoint.max_keep_ckpts'] == '8'
+    # What the run learns is the same: only the checkpoint hook's options differ.
+    assert learning_runs.training_options(plain) == learning_runs.training_options(curves)
+    assert {o for o in plain if o not in curves} == {
+        'default_hooks.checkpoint.interval=8', 'default_hooks.checkpoint.max_keep_ckpts=1'}
+    assert not learning.parse_args([]).curves and learning.parse_args(['--curves']).curves
+
+
+def test_mean_curves_average_each_epoch_over_seeds():
+    records = [
+        dict(config='baseline', seed=0, epoch_curves=dict(
+            top1=[0.25, 0.5, 0.75], train_top1=[0.5, 0.75, 1.0],
+            student_top1=None, student_train_top1=None)),
+        dict(config='baseline', seed=1, epoch_curves=dict(
+            top1=[0.5, 0.5, 0.625], train_top1=[0.25, 0.75, 0.875],
+            student_top1=None, student_train_top1=None)),
+        dict(config='daf', seed=0, epoch_curves=dict(
+            top1=[0.375, 0.625], train_top1=[0.5, 1.0],
+            student_top1=[0.25, 0.5], student_train_top1=[0.5, 0.75])),
+        dict(config='daf', seed=1),  # a run without curves does not count
+        dict(config='sppn', seed=0),
+    ]
+    means = learning_tables.mean_curves(records, ['baseline', 'daf', 'sppn'])
+    assert means == dict(
+        baseline=dict(top1=[0.375, 0.5, 0.6875], train_top1=[0.375, 0.75, 0.9375],
+                      student_top1=None, student_train_top1=None),
+        daf=dict(top1=[0.375, 0.625], train_top1=[0.5, 1.0],
+                 student_top1=[0.25, 0.5], student_train_top1=[0.5, 0.75]))
+    text = learning_report.format_accuracy_curves(dict(epoch_curves=means),
+                                                  'test top-1 %', 'top1')
+    assert text.splitlines() == ['test top-1 % per epoch, mean over seeds',
+                                 f"{'baseline':<18}   37.5   50.0   68.8",
+                                 f"{'daf':<18}   37.5   62.5"]
+    # The student line has only the rows with a student stream.
+    text = learning_report.format_accuracy_curves(dict(epoch_curves=means),
+                                                  'student test top-1 %', 'student_top1')
+    assert text.splitlines()[1:] == [f"{'daf':<18}   25.0   50.0"]
+    assert learning_report.format_accuracy_curves({}, 'test top-1 %', 'top1') == ''
+
+
+class _StandIn(torch.nn.Module):
+    """Stand-in classifier: predicts the ground truth (``right``) or class 0,
+    with a student stream that predicts class 1 or none."""
+
+    def __init__(self, right: bool, student: bool):
+        super().__init__()
+        from mmpretrain.models import ClsDataPreprocessor
+        self.data_preprocessor = ClsDataPreprocessor(num_classes=4)
+        self.right, self.student = right, student
+
+    def forward(self, inputs, data_samples, mode):
+        for sample in data_samples:
+            label = int(sample.gt_label) if self.right else 0
+            sample.set_pred_label(torch.tensor([label]))
+            sample.set_pred_score(torch.nn.functional.one_hot(torch.tensor(label), 4).float())
+            if self.student:
+                sample.set_field(torch.tensor([0.1, 0.9, 0.0, 0.0]), 'student_score',
+                                 field_type='data')
+        return data_samples
+
+
+@pytest.mark.parametrize('student', [True, False])
+def test_epoch_curves_measure_each_checkpoint(student, tmp_path, monkeypatch):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmdaf.datasets import make_synthetic_fgvc
+    init_default_scope('mmpretrain')
+    data_root = str(tmp_path / 'set')
+    make_synthetic_fgvc(data_root, num_classes=4, train_per_class=3, test_per_class=1,
+                        img_size=32, seed=0)
+    cfg = Config.fromfile(config_path('_base_/datasets/synthetic_fgvc.py'))
+    loaded = []
+
+    def load(config_file, checkpoint):
+        loaded.append((config_file, checkpoint))
+        return cfg, _StandIn(right=checkpoint.endswith('epoch_2.pth'), student=student)
+
+    monkeypatch.setattr(learning_eval, 'load_trained_model', load)
+    checkpoints = [str(tmp_path / 'run' / f'epoch_{e}.pth') for e in (1, 2)]
+    curves = learning_eval.evaluate_epoch_curves('run/cfg.py', checkpoints, data_root, 4)
+    assert loaded == [('run/cfg.py', checkpoints[0]), ('run/cfg.py', checkpoints[1])]
+    assert curves['epochs'] == [1, 2] and curves['checkpoints'] == checkpoints
+    # Epoch 1 predicts class 0 (1 in 4), epoch 2 the right class, on both splits.
+    assert curves['top1'] == [0.25, 1.0] and curves['train_top1'] == [0.25, 1.0]
+    if student:  # the student stream always says class 1
+        assert curves['student_top1'] == [0.25, 0.25]
+        assert curves['student_train_top1'] == [0.25, 0.25]
+    else:
+        assert curves['student_top1'] is None and curves['student_train_top1'] is None
+
+
+def _write_run(work_dir, options, epochs):
+    """A finished run as train_run leaves it: its record and the checkpoints
+    its options keep."""
+    work_dir.mkdir(exist_ok=True)
+    (work_dir / 'run_record.json').write_text(json.dumps(dict(train_options=options)))
+    interval = int(_options(options)['default_hooks.checkpoint.interval'])
+    for epoch in range(1, epochs + 1):
+        if epoch % interval == 0:
+            (work_dir / f'epoch_{epoch}.pth').write_text('weights')
+
+
+def test_curves_plan_reuses_current_curves_and_retrains_a_plain_run(tmp_path, capsys):
+    config = config_path('ablation', 'r18_baseline_synthetic.py')
+    plain = learning_runs.cfg_options(config, '/data', 4, 64, 3, 0)
+    curves = learning_runs.cfg_options(config, '/data', 4, 64, 3, 0, curves=True)
+    run = tmp_path / 'baseline_seed0'
+    final = str(run / 'epoch_3.pth')
+    plan = learning_runs.curves_plan
+    assert plan(None, str(run), 3, eval_only=False) == 'train'
+    # A plain run kept only its final checkpoint: trained again, and says so.
+    _write_run(run, plain, 3)
+    record = learning_runs.reusable_record(str(run), final, curves, None, True, False)
+    assert record['train_options'] == plain  # the options match but for the checkpoints
+    assert plan(record, str(run), 3, eval_only=False) == 'train'
+    assert f'{run}: trained without --curves, only its final checkpoint is kept; ' \
+        'training it again' in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match='kept only its final one'):
+        plan(record, str(run), 3, eval_only=True)
+    # Checkpoints left over from an earlier --curves training do not count.
+    for epoch in (1, 2):
+        (run / f'epoch_{epoch}.pth').write_text('old weights')
+    assert plan(record, str(run), 3, eval_only=False) == 'train'
+    # A --curves run: its checkpoints are evaluated, then the curves reused
+    # until the final checkpoint is newer than them.
+    _write_run(run, curves, 3)
+    record = learning_runs.reusable_record(str(run), final, plain, None, True, False)
+    assert plan(record, str(run), 3, eval_only=False) == 'evaluate'
+    curves_out = run / 'epoch_curves.json'
+    curves_out.write_text('{}')
+    os.utime(final, (2000, 2000))
+    os.utime(curves_out, (3000, 3000))
+    assert plan(record, str(run), 3, eval_only=False) == 'reuse'
+    assert plan(record, str(run), 3, eval_only=True) == 'evaluate'
+    os.utime(curves_out, (1000, 1000))  # trained again after those curves
+    assert plan(record, str(run), 3, eval_only=False) == 'evaluate'
+    # Any other option than the checkpoint hook's still refuses the run.
+    other = learning_runs.cfg_options(config, '/data', 4, 64, 3, 1, curves=True)
+    with pytest.raises(ValueError, match='trained with other options'):
+        learning_runs.reusable_record(str(run), final, other, None, True, False)
+
+
+def test_curves_reuse_rule_across_benchmarks(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def train_run(name, seed, config, work_dir, options, fingerprint, env, start):
+        calls.append('train')
+        epochs = int(_options(options)['train_cfg.max_epochs'])
+        _write_run(pathlib.Path(work_dir), options, epochs)
+        record = dict(config=name, seed=seed, train_options=options,
+                      config_sha1=fingerprint, train_s=1.0)
+        (pathlib.Path(work_dir) / 'run_record.json').write_text(json.dumps(record))
+        return record
+
+    def evaluate_run(config, work_dir, checkpoint, eval_out, data_root, args, env,
+                     curve_checkpoints=None):
+        calls.append('curves' if curve_checkpoints else 'eval')
+        result = (dict(top1=[0.5] * len(curve_checkpoints)) if curve_checkpoints
+                  else dict(top1=0.75))
+        with open(eval_out, 'w') as f:
+            json.dump(result, f)
+
+    monkeypatch.setattr(learning_runs, 'train_run', train_run)
+    monkeypatch.setattr(learning_runs, 'evaluate_run', evaluate_run)
+
+    def run(*flags):
+        calls.clear()
+        args = learning.parse_args(['--configs', 'baseline', '--epochs', '2',
+                                    '--work-dir', str(tmp_path), *flags])
+        record = learning_runs.train_and_evaluate('baseline', 0, args, '/data')
+        return list(calls), record
+
+    calls_done, record = run()
+    assert calls_done == ['train', 'eval'] and 'epoch_curves' not in record
+    assert sorted(os.listdir(tmp_path / 'baseline_seed0')) == [
+        'epoch_2.pth', 'final_epoch_eval.json', 'run_record.json']
+    assert run()[0] == []  # a plain benchmark reuses it
+    # Asked for curves, the plain run is trained again, keeping every epoch.
+    calls_done, record = run('--curves')
+    assert calls_done == ['train', 'eval', 'curves']
+    assert 'trained without --curves' in capsys.readouterr().out
+    assert record['epoch_curves'] == dict(top1=[0.5, 0.5]) and record['top1'] == 0.75
+    # Then everything is reused, with and without --curves.
+    calls_done, record = run('--curves')
+    assert calls_done == [] and record['epoch_curves'] == dict(top1=[0.5, 0.5])
+    calls_done, record = run()
+    assert calls_done == [] and 'epoch_curves' not in record and record['reused']
+
+
+
+def test_curves_are_evaluated_by_the_scripts_internal_mode(tmp_path, monkeypatch):
+    commands = []
+    monkeypatch.setattr(learning_runs.subprocess, 'run',
+                        lambda cmd, **kwargs: commands.append(cmd))
+    args = learning.parse_args(['--epochs', '2'])
+    checkpoints = learning_runs.epoch_checkpoints(str(tmp_path), 2)
+    assert checkpoints == [str(tmp_path / 'epoch_1.pth'), str(tmp_path / 'epoch_2.pth')]
+    learning_runs.evaluate_run('cfgs/x.py', str(tmp_path), checkpoints[-1], 'curves.json',
+                               '/data', args, {}, curve_checkpoints=checkpoints)
+    learning_runs.evaluate_run('cfgs/x.py', str(tmp_path), checkpoints[-1], 'eval.json',
+                               '/data', args, {})
+    curves_cmd, eval_cmd = commands
+    assert curves_cmd[curves_cmd.index('--curve-checkpoints') + 1:] == checkpoints
+    assert '--scores-out' not in curves_cmd and '--curve-checkpoints' not in eval_cmd
+    assert (tmp_path / 'curves_stdout.log').is_file()
+    assert (tmp_path / 'eval_stdout.log').is_file()
+    # The internal mode: only the per-epoch accuracies, written to --out.
+    seen = []
+    monkeypatch.setattr(learning, 'evaluate_epoch_curves',
+                        lambda *a: seen.append(a) or dict(top1=[0.5, 1.0]))
+    out = tmp_path / 'out.json'
+    result = learning.main(curves_cmd[2:curves_cmd.index('--out')] + [
+        '--out', str(out), *curves_cmd[curves_cmd.index('--curve-checkpoints'):]])
+    assert seen == [(str(tmp_path / 'x.py'), checkpoints, '/data', 8)]
+    assert result == json.loads(out.read_text()) == dict(top1=[0.5, 1.0])
 
 @pytest.mark.parametrize('name', ['speed', 'learning', 'anchor_ranking', 'grad_norms'])
 def test_every_benchmark_runs_as_a_script_from_any_folder(name, tmp_path):
