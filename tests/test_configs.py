@@ -310,3 +310,30 @@ def test_synthetic_backbones_end_at_stride_16(name):
     cub = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'daf_r50_cub.py')).model
     for cfg in (cub.backbone, cub.teacher.backbone):
         assert cfg.get('strides', (1, 2, 2, 2)) == (1, 2, 2, 2)
+
+
+@pytest.mark.parametrize('name', ['daf_r50_cub.py', 'daf_convnext-t_cub.py',
+                                  'daf_swin-t_cub.py'])
+def test_448_configs_have_a_128_channel_three_level_sppn(name):
+    """The 448-px SPPN: mmdet's 3-level FPN and both towers at 128 channels
+    (256 cost 0.80 of a backbone pass at prediction time), 6 anchors per
+    cell on strides 8/16/32."""
+    init_default_scope('mmpretrain')
+    model_cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', name)).model
+    neck = MODELS.build(model_cfg.sppn_neck)
+    head = MODELS.build(model_cfg.sppn_head)
+    channels = model_cfg.sppn_neck.in_channels
+    feats = [torch.zeros(1, c, 448 // stride, 448 // stride)
+             for c, stride in zip(channels, (8, 16, 32))]
+    with torch.no_grad():
+        levels = neck(feats)
+        scores, deltas = head(levels)
+    assert [tuple(level.shape) for level in levels] == [
+        (1, 128, 56, 56), (1, 128, 28, 28), (1, 128, 14, 14)]
+    assert [tuple(score.shape) for score in scores] == [
+        (1, 6, 56, 56), (1, 6, 28, 28), (1, 6, 14, 14)]
+    assert [tuple(delta.shape) for delta in deltas] == [
+        (1, 24, 56, 56), (1, 24, 28, 28), (1, 24, 14, 14)]
+    towers = [conv.weight.shape for tower in (head.score_tower, head.reg_tower)
+              for conv in tower if isinstance(conv, torch.nn.Conv2d)]
+    assert [tuple(shape) for shape in towers] == [(128, 128, 3, 3)] * 4
