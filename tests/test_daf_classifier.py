@@ -65,15 +65,19 @@ def test_loss_terms_follow_the_switches(overrides, expected):
 
 def test_part_images_go_through_backbone_in_one_batched_pass():
     model = build(teacher=None, distill=None, fusion_head=None)
-    batch_sizes = []
+    input_shapes = []
     model.backbone.register_forward_hook(
-        lambda module, args, output: batch_sizes.append(args[0].shape[0]))
-    model(**batch(batch_size=3), mode='loss')
+        lambda module, args, output: input_shapes.append(tuple(args[0].shape)))
+    data = batch(batch_size=3)
+    model(**data, mode='loss')
     num_parts = model.sppn_head.num_parts
-    # Then one forward-only pass over the rank_samples single-box part images.
+    side = data['inputs'].shape[-1]
+    # Then one forward-only pass over the rank_samples single-box part images,
+    # cut to the synthetic config's 24 px windows around their boxes.
     num_samples = model.sppn_head.rank_samples
-    assert num_samples == 8  # the synthetic config's
-    assert batch_sizes == [3, 3 * num_parts, 3 * num_samples]
+    assert num_samples == 8 and model.single_box_crop == 24
+    assert input_shapes == [(3, 3, side, side), (3 * num_parts, 3, side, side),
+                            (3 * num_samples, 3, 24, 24)]
 
 
 def test_loss_weights_scale_each_group():

@@ -162,3 +162,21 @@ def test_crop_around_boxes_centres_the_window_and_shifts_it_inside():
         crop_around_boxes(imgs, boxes, 0)
     with pytest.raises(ValueError, match=r'boxes must be \(M, 4\) with M = 2'):
         crop_around_boxes(imgs, boxes[:1], 4)
+
+
+@pytest.mark.parametrize('options', [dict(), dict(zoom_context=2.0), dict(scale=0.5),
+                                     dict(soft_edge=1.0)])
+def test_single_box_images_equal_the_generator_on_each_box_alone(options):
+    torch.manual_seed(0)
+    imgs = torch.randn(2, 3, 24, 32)
+    generator = PartImageGenerator(blur_sigma_ratio=1 / 16, **options)
+    parts = generator.single_box_images(imgs, BOXES)
+    expected = torch.cat([
+        generator(imgs[b:b + 1], BOXES[b:b + 1, k:k + 1])
+        for b in range(2) for k in range(3)])
+    assert parts.shape == expected.shape and parts.dtype == torch.float32
+    # Hard masks: bit-exact, the blur computed once per image instead of per box.
+    if 'soft_edge' in options:
+        torch.testing.assert_close(parts, expected)
+    else:
+        assert torch.equal(parts, expected)

@@ -142,9 +142,9 @@ def test_rank_samples_arguments_are_checked():
                   sample_ce=torch.zeros(1, 3))
 
 
-def _rank_sampling_model(**head_overrides):
+def _rank_sampling_model(single_box_crop: int = 0, **head_overrides):
     head = dict(student_cfg().sppn_head, rank_samples=3, **head_overrides)
-    return build(sppn_head=head)
+    return build(sppn_head=head, single_box_crop=single_box_crop)
 
 
 def test_single_box_ce_is_the_ce_of_one_kept_box_without_gradient():

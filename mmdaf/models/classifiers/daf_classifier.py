@@ -495,8 +495,7 @@ class DAFClassifier(BaseClassifier):
             Tensor: (B, K) float32 cross entropies.
         """
         batch_size, num_boxes = boxes.shape[:2]
-        imgs = inputs.repeat_interleave(num_boxes, dim=0)
-        part_imgs = self.part_image_generator(imgs, boxes.reshape(-1, 1, 4))
+        part_imgs = self.part_image_generator.single_box_images(inputs, boxes)
         if self.single_box_crop > 0:
             part_imgs = crop_around_boxes(part_imgs, boxes.reshape(-1, 4),
                                           self.single_box_crop)

@@ -327,6 +327,32 @@ class PartImageGenerator(nn.Module):
         else:
             parts = make_part_images(imgs, boxes.detach(), blur_sigma,
                                      self.noise_std, generator, self.other_boxes)
+        return self._resample(parts, boxes)
+
+    def single_box_images(self, imgs: Tensor, boxes: Tensor) -> Tensor:
+        """One part image per box that keeps only that box sharp.
+
+        Image ``b * K + k`` is what :meth:`forward` makes of image ``b`` with
+        box ``k`` alone: box ``k`` unchanged, everything else blurred (no
+        other boxes, so no noise). With hard box masks the blur is computed
+        once per image rather than once per box, and no noise is drawn.
+
+        Args:
+            imgs (Tensor): (B, 3, H, W) images.
+            boxes (Tensor): (B, K, 4) xyxy boxes, input pixels.
+
+        Returns:
+            Tensor: (B * K, 3, H', W'), image-major.
+        """
+        num_boxes = boxes.shape[1]
+        if self.differentiable_boxes:
+            return self(imgs.repeat_interleave(num_boxes, dim=0), boxes.reshape(-1, 1, 4))
+        blur_sigma = self.blur_sigma_ratio * max(imgs.shape[-2:])
+        parts = make_part_images(imgs, boxes.detach(), blur_sigma, other_boxes='blur')
+        return self._resample(parts, boxes)
+
+    def _resample(self, parts: Tensor, boxes: Tensor) -> Tensor:
+        # The zoom on each box, then the part images' scale.
         if self.zoom_context > 0:
             parts = zoom_on_boxes(parts, boxes, self.zoom_context)
         if self.scale != 1.0:
