@@ -295,3 +295,8 @@ def test_single_box_crop_ranks_by_the_window_around_each_box():
                                        F.cross_entropy(logits, labels[img:img + 1]))
     with pytest.raises(ValueError, match='single_box_crop must be >= 0, got -1'):
         build(single_box_crop=-1)
+    with pytest.raises(ValueError, match='got scale=0.5, zoom_context=0.0'):
+        build(single_box_crop=24, part_images=dict(type='PartImageGenerator', scale=0.5))
+    with pytest.raises(ValueError, match='got scale=1.0, zoom_context=2.0'):
+        build(single_box_crop=24,
+              part_images=dict(type='PartImageGenerator', zoom_context=2.0))

@@ -324,6 +324,14 @@ class DAFClassifier(BaseClassifier):
         if single_box_crop < 0:
             raise ValueError('DAFClassifier: single_box_crop must be >= 0, got '
                              f'{single_box_crop}')
+        part_scale = getattr(self.part_image_generator, 'scale', 1.0)
+        zoom_context = getattr(self.part_image_generator, 'zoom_context', 0.0)
+        if single_box_crop > 0 and (part_scale != 1.0 or zoom_context > 0):
+            # The windows are cut at the boxes' input-pixel positions.
+            raise ValueError('DAFClassifier: single_box_crop needs part images at '
+                             'the input geometry (part_images.scale=1, '
+                             f'zoom_context=0), got scale={part_scale}, '
+                             f'zoom_context={zoom_context}')
         self.single_box_crop = single_box_crop
         if (part_backbone_grad_scale == 0
                 and getattr(self.part_image_generator, 'soft_edge', 0) > 0):
