@@ -25,7 +25,8 @@ def _p3(feats):
     return feats[:1]
 
 
-def test_finest_level_fpn_is_mmdet_fpn_first_output():
+def _fpn_and_finest_with_the_same_weights():
+    """mmdet's 3-level FPN and a FinestLevelFPN given its laterals and P3 conv."""
     from mmdet.registry import MODELS as MMDET_MODELS
     torch.manual_seed(0)
     fpn = MMDET_MODELS.build(dict(_scope_='mmdet', type='FPN', in_channels=[8, 16, 32],
@@ -35,6 +36,11 @@ def test_finest_level_fpn_is_mmdet_fpn_first_output():
     for mine, theirs in zip(finest.lateral_convs, fpn.lateral_convs):
         mine.load_state_dict(theirs.state_dict())
     finest.output_conv.load_state_dict(fpn.fpn_convs[0].state_dict())
+    return fpn, finest
+
+
+def test_finest_level_fpn_is_mmdet_fpn_first_output():
+    fpn, finest = _fpn_and_finest_with_the_same_weights()
     # Odd sizes: the top-down path must upsample to each finer level's size.
     feats = [torch.randn(2, 8, 13, 15), torch.randn(2, 16, 7, 8), torch.randn(2, 32, 4, 4)]
     out = finest(feats)
@@ -50,15 +56,7 @@ def test_finest_level_fpn_is_mmdet_fpn_first_output():
 def test_finest_level_fpn_with_a_stride16_c5_is_mmdet_fpn_bit_for_bit():
     """C4 and C5 of the same size (the synthetic configs' stride-16 C5): the
     skipped same-size resize changes nothing."""
-    from mmdet.registry import MODELS as MMDET_MODELS
-    torch.manual_seed(0)
-    fpn = MMDET_MODELS.build(dict(_scope_='mmdet', type='FPN', in_channels=[8, 16, 32],
-                                  out_channels=4, num_outs=3))
-    finest = MMDET_MODELS.build(dict(_scope_='mmdet', type='FinestLevelFPN',
-                                     in_channels=[8, 16, 32], out_channels=4))
-    for mine, theirs in zip(finest.lateral_convs, fpn.lateral_convs):
-        mine.load_state_dict(theirs.state_dict())
-    finest.output_conv.load_state_dict(fpn.fpn_convs[0].state_dict())
+    fpn, finest = _fpn_and_finest_with_the_same_weights()
     feats = [torch.randn(2, 8, 16, 14), torch.randn(2, 16, 8, 7), torch.randn(2, 32, 8, 7)]
     with torch.no_grad():
         assert torch.equal(finest(feats)[0], fpn(feats)[0])
