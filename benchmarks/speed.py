@@ -80,7 +80,7 @@ from benchmarks.speed_timing import (  # noqa: E402
 
 DEFAULT_CONFIG = 'configs/daf_r50_cub.py'
 QUICK_CONFIG = 'configs/daf_r18_synthetic.py'
-QUICK_SETTINGS = dict(size=128, batch=2, repeats=3, warmup=1, threads=1)
+QUICK_SETTINGS = dict(size=128, batch=2, repeats=9, warmup=2, threads=1)
 
 
 # ----------------------------------------------------------------------------
@@ -266,12 +266,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--batch', type=int, default=None,
                         help='batch size B (default 16 on CUDA, 2 on CPU; 2 with --quick)')
     parser.add_argument('--repeats', type=int, default=None,
-                        help='timed rounds (default 5; 3 with --quick)')
+                        help='timed rounds (default 5; 9 with --quick)')
     parser.add_argument('--warmup', type=int, default=None,
-                        help='untimed rounds first (default 1)')
+                        help='untimed rounds first (default 1; 2 with --quick)')
     parser.add_argument('--quick', action='store_true',
-                        help=f'{QUICK_CONFIG}, size 128, batch 2, 3 repeats, 1 thread '
-                        '(about 1 min on 2 busy CPU cores)')
+                        help=f'{QUICK_CONFIG}, size 128, batch 2, 9 repeats after 2 '
+                        'warm-up rounds, 1 thread (about 1 min on 2 busy CPU cores)')
     parser.add_argument('--no-breakdown', action='store_true',
                         help='skip the per-stage breakdown')
     parser.add_argument('--no-memory', action='store_true',

@@ -11,6 +11,7 @@ from mmpretrain.structures import DataSample
 from test_daf_classifier import tiny_daf_cfg
 
 from mmdaf.models.utils.batch_norm_stats import (
+    channel_mean_and_variance,
     normalise_with_fixed_stats,
     record_batch_norm_stats,
     without_activation_checkpointing,
@@ -93,6 +94,21 @@ def test_clean_mode_normalises_part_images_with_clean_batch_stats():
     # Restored: train mode, the same running buffers, untouched by the part pass.
     assert bn.training
     torch.testing.assert_close(bn.running_mean, running_before)
+
+
+def test_channel_mean_and_variance_by_hand_and_with_a_large_mean():
+    # Channel 0 holds 1, 2, 3, 4 (mean 2.5, variance 1.25), channel 1 all 7.
+    feat = torch.tensor([[[[1., 2.]], [[7., 7.]]], [[[3., 4.]], [[7., 7.]]]])
+    mean, var = channel_mean_and_variance(feat)
+    assert mean.shape == (2, ) and var.dtype == torch.float32
+    assert torch.equal(mean, torch.tensor([2.5, 7.0]))
+    assert torch.equal(var, torch.tensor([1.25, 0.0]))
+    # A mean of 1e4 against a spread of 1: E[x^2] - E[x]^2 would lose the
+    # variance in float32, the two passes keep it.
+    wide = torch.randn(4, 3, 6, 6, dtype=torch.float64) + 1e4
+    mean, var = channel_mean_and_variance(wide.float())
+    torch.testing.assert_close(var.double(), wide.var(dim=(0, 2, 3), unbiased=False),
+                               rtol=1e-3, atol=0)
 
 
 def test_part_pass_turns_activation_checkpointing_off_and_back_on():

