@@ -23,6 +23,8 @@ from mmpretrain.registry import MODELS
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from ..utils.cpu_max_pool import with_cpu_channels_last_max_pool
+
 
 class NonReentrantCPResLayer(ResLayer):
     """mmpretrain ``ResLayer`` that checkpoints each block without reentrancy.
@@ -73,9 +75,20 @@ class NonReentrantCPResNet(ResNet):
 
     Args:
         depth (int): ResNet depth, one of 18, 34, 50, 101, 152.
+        cpu_channels_last_max_pool (bool): run the stem's max pool in
+            channels-last memory on the CPU
+            (:class:`~mmdaf.models.utils.cpu_max_pool.CPUChannelsLastMaxPool2d`):
+            bit-identical outputs, 5x faster there; no effect on a GPU.
+            Defaults to True.
         **kwargs: Other ``mmpretrain.models.ResNet`` arguments, ``with_cp``
             included.
     """
+
+    def __init__(self, depth: int, cpu_channels_last_max_pool: bool = True,
+                 **kwargs: Any) -> None:
+        super().__init__(depth, **kwargs)
+        if cpu_channels_last_max_pool and isinstance(self.maxpool, nn.MaxPool2d):
+            self.maxpool = with_cpu_channels_last_max_pool(self.maxpool)
 
     def make_res_layer(self, **kwargs: Any) -> nn.Module:
         """Build one stage as a :class:`NonReentrantCPResLayer`."""
