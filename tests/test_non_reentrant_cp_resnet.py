@@ -11,6 +11,9 @@ from mmpretrain.models.backbones import ResNet
 from mmdaf.engine import CPUDistributedDataParallel
 from mmdaf.models.backbones import ExpandedInputResNet, NonReentrantCPResNet
 
+# The reference is mmpretrain's own reentrant checkpointing, which torch warns about.
+REENTRANT_WARNING = 'ignore:torch.utils.checkpoint. the use_reentrant parameter'
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -31,6 +34,7 @@ def resnet_pair(depth: int, in_channels: int = 3):
     return reference, ours
 
 
+@pytest.mark.filterwarnings(REENTRANT_WARNING)
 @pytest.mark.parametrize('depth, in_channels', [(18, 3), (50, 3), (18, 5)])
 def test_same_keys_outputs_and_gradients_as_mmpretrain_resnet(depth, in_channels):
     reference, ours = resnet_pair(depth, in_channels)
@@ -115,6 +119,7 @@ def test_ddp_accepts_a_checkpointed_backbone_run_twice_per_step(one_process_grou
     assert all(torch.isfinite(p.grad).all() for p in backbone.parameters())
 
 
+@pytest.mark.filterwarnings(REENTRANT_WARNING)
 def test_mmpretrain_reentrant_checkpointing_fails_under_ddp(one_process_group):
     """The failure NonReentrantCPResNet exists for (so the test above can fail)."""
     torch.manual_seed(0)
