@@ -242,3 +242,25 @@ def test_inside_image_keeps_the_anchors_wholly_inside_and_combines_with_the_mask
         [[True, True, False, False], [True, True, True, True]]
     # Off (the paper), every anchor is a candidate.
     assert _head().anchor_candidates(anchors, (64, 64), None, 1).all()
+
+
+def test_tower_norm_groups_puts_group_norm_between_conv_and_relu():
+    head = _head(feat_channels=8, stacked_convs=2, tower_norm_groups=4)
+    kinds = [type(layer).__name__ for layer in head.score_tower]
+    assert kinds == ['Conv2d', 'GroupNorm', 'ReLU', 'Conv2d', 'GroupNorm', 'ReLU']
+    assert head.score_tower[1].num_groups == 4
+    plain = _head(feat_channels=8, stacked_convs=2)
+    assert [type(layer).__name__ for layer in plain.score_tower] == \
+        ['Conv2d', 'ReLU', 'Conv2d', 'ReLU']
+    # Normalised: with the std-0.01 init, the first conv's output per group has
+    # mean 0 and variance 1 after the norm, so about half of the ReLUs pass.
+    head.init_weights()
+    feat = torch.randn(2, head.score_tower[0].in_channels, 6, 6)
+    normed = head.score_tower[1](head.score_tower[0](feat))
+    grouped = normed.view(2, 4, -1)
+    torch.testing.assert_close(grouped.mean(dim=-1), torch.zeros(2, 4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(grouped.var(dim=-1, unbiased=False), torch.ones(2, 4),
+                               atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match=r'tower_norm_groups must be 0 or divide '
+                       r'feat_channels \(8\), got 3'):
+        _head(feat_channels=8, tower_norm_groups=3)

@@ -127,6 +127,12 @@ class SPPNHead(BaseModule):
             is per training forward and is not saved in checkpoints: a
             resumed run may shift which steps rank. Defaults to 1 (every
             step).
+        tower_norm_groups (int): G > 0 puts a GroupNorm with G groups
+            between each tower conv and its ReLU (mmdet's RetinaNet with
+            ``norm_cfg=dict(type='GN')``), which keeps the pre-activations
+            centred whatever the scale of the weights. Without it (0, the
+            default) the demo's 32-channel score tower ended with every ReLU
+            at zero and constant scores (docs/benchmarks.md).
     """
 
     def __init__(self,
@@ -145,7 +151,8 @@ class SPPNHead(BaseModule):
                  init_cfg: Optional[dict] = DEFAULT_INIT_CFG,
                  rank_samples: int = 0,
                  inside_image: bool = False,
-                 rank_interval: int = 1):
+                 rank_interval: int = 1,
+                 tower_norm_groups: int = 0):
         super().__init__(init_cfg=init_cfg)
         if num_parts < 1:
             raise ValueError(f'num_parts must be >= 1, got {num_parts}')
@@ -160,6 +167,10 @@ class SPPNHead(BaseModule):
             raise ValueError(f'rank_samples must be >= 0, got {rank_samples}')
         if rank_interval < 1:
             raise ValueError(f'rank_interval must be >= 1, got {rank_interval}')
+        if tower_norm_groups < 0 or (tower_norm_groups > 0
+                                     and feat_channels % tower_norm_groups):
+            raise ValueError(f'tower_norm_groups must be 0 or divide feat_channels '
+                             f'({feat_channels}), got {tower_norm_groups}')
         if rank_interval > 1 and rank_samples == 0:
             raise ValueError(f'rank_interval={rank_interval} needs rank_samples > 0 '
                              '(it schedules the sampled anchors)')
@@ -186,11 +197,13 @@ class SPPNHead(BaseModule):
                              f'{self.prior_generator.num_base_priors}')
         self.num_anchors = anchors_per_level.pop()
 
-        self.score_tower = _conv_tower(in_channels, feat_channels, stacked_convs)
+        self.score_tower = _conv_tower(in_channels, feat_channels, stacked_convs,
+                                       tower_norm_groups)
         tower_channels = feat_channels if stacked_convs > 0 else in_channels
         self.score_conv = nn.Conv2d(tower_channels, self.num_anchors, 3, padding=1)
         if regress_boxes:
-            self.reg_tower = _conv_tower(in_channels, feat_channels, stacked_convs)
+            self.reg_tower = _conv_tower(in_channels, feat_channels, stacked_convs,
+                                         tower_norm_groups)
             self.reg_conv = nn.Conv2d(tower_channels, self.num_anchors * 4, 3,
                                       padding=1)
 
@@ -711,14 +724,15 @@ class SPPNHead(BaseModule):
             loss_area=self.loss_area(part_boxes, object_area.detach()))
 
 
-def _conv_tower(in_channels: int, feat_channels: int, num_convs: int) -> nn.Sequential:
+def _conv_tower(in_channels: int, feat_channels: int, num_convs: int,
+                norm_groups: int = 0) -> nn.Sequential:
     layers = []
     for i in range(num_convs):
-        layers += [
-            nn.Conv2d(in_channels if i == 0 else feat_channels, feat_channels, 3,
-                      padding=1),
-            nn.ReLU(inplace=True)
-        ]
+        layers.append(nn.Conv2d(in_channels if i == 0 else feat_channels,
+                                feat_channels, 3, padding=1))
+        if norm_groups > 0:
+            layers.append(nn.GroupNorm(norm_groups, feat_channels))
+        layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
 
