@@ -115,6 +115,18 @@ def test_reflect_blur_matrix_folds_the_taps_at_the_borders():
     torch.testing.assert_close(matrix.sum(dim=0), torch.ones(4, dtype=torch.float64))
 
 
+def test_blur_matrix_made_under_inference_mode_serves_a_training_step():
+    # An evaluation under inference mode fills the cache first (size 7 is
+    # used by no other test); a later differentiable blur reuses the entry.
+    with torch.inference_mode():
+        gaussian_blur(torch.randn(1, 1, 7, 7), 1.0)
+    imgs = torch.randn(1, 1, 7, 7, requires_grad=True)
+    gaussian_blur(imgs, 1.0).sum().backward()
+    # Each output's weights sum to 1, so with reflect padding every input
+    # pixel's gradient is the sum of its column's weights: positive.
+    assert imgs.grad.shape == (1, 1, 7, 7) and bool((imgs.grad > 0).all())
+
+
 def test_saliency_mask_is_the_union_with_pixel_centre_rule():
     mask = boxes_to_saliency_mask(BOXES, (24, 32))
     assert mask.shape == (2, 1, 24, 32) and mask.dtype == torch.float32

@@ -71,7 +71,9 @@ def reflect_blur_matrix(size: int, sigma: float, radius: int, dtype: torch.dtype
     ``signal @ matrix`` convolves the signal with :func:`gaussian_kernel1d`
     under reflect padding (index -1 reads index 1, index ``size`` reads
     ``size - 2``), as ``F.pad(..., mode='reflect')`` followed by a
-    convolution would. Cached: it depends only on its arguments.
+    convolution would. Cached: it depends only on its arguments. Built
+    outside inference mode, so that a matrix first made in an evaluation
+    under ``torch.inference_mode`` still serves a later training step.
 
     Args:
         size (int): signal length, > ``radius``.
@@ -83,6 +85,12 @@ def reflect_blur_matrix(size: int, sigma: float, radius: int, dtype: torch.dtype
     Returns:
         Tensor: (size, size); column j holds the weights of output j.
     """
+    with torch.inference_mode(False), torch.no_grad():
+        return _reflect_blur_matrix(size, sigma, radius, dtype, device)
+
+
+def _reflect_blur_matrix(size: int, sigma: float, radius: int, dtype: torch.dtype,
+                         device: torch.device) -> Tensor:
     kernel = gaussian_kernel1d(sigma, radius, dtype, device)
     outputs = torch.arange(size, device=device)[:, None]
     sources = (outputs + torch.arange(-radius, radius + 1, device=device)).abs()
