@@ -15,7 +15,13 @@ scale) it prints:
 - ``auc_ce`` and ``auc_score``: the probability that an anchor containing a
   part has a lower cross entropy (a higher score) than one that does not
   (0.5: no relation);
-- ``mean_ce``: the mean cross entropy of the shape's part images.
+- ``mean_ce``: the mean cross entropy of the shape's part images;
+- ``score_std``: the standard deviation of the SPPN's scores within the shape
+  and image (0: the scores do not depend on the image content).
+
+It also prints ``score_tower_active``, the share of the score tower's final
+ReLU outputs above zero over all anchors and images: 0 means a dead tower
+whose scores are its score conv's biases.
 
 ``oracle4`` far above ``random`` says the ranking target carries where the
 parts are; ``sppn4`` near ``oracle4`` says the SPPN learned it. Usage::
@@ -62,7 +68,8 @@ def top_share(hits: np.ndarray, values: np.ndarray, top: int) -> float:
 
 
 def summarise_shapes(records: Sequence[Dict[str, np.ndarray]]) -> Dict[str, dict]:
-    """Per anchor shape: random, oracle4, sppn4, auc_ce, auc_score, mean_ce.
+    """Per anchor shape: random, oracle4, sppn4, auc_ce, auc_score, mean_ce,
+    score_std.
 
     Args:
         records: one dict per image with (M,) arrays ``shape`` (anchor shape
@@ -71,7 +78,8 @@ def summarise_shapes(records: Sequence[Dict[str, np.ndarray]]) -> Dict[str, dict
     shapes = list(dict.fromkeys(str(s) for r in records for s in r['shape']))
     summary = {}
     for shape in shapes:
-        rows = dict(random=[], oracle4=[], sppn4=[], auc_ce=[], auc_score=[], mean_ce=[])
+        rows = dict(random=[], oracle4=[], sppn4=[], auc_ce=[], auc_score=[], mean_ce=[],
+                    score_std=[])
         for r in records:
             keep = r['shape'] == shape
             hit, ce, score = r['hit'][keep], r['ce'][keep], r['score'][keep]
@@ -81,6 +89,7 @@ def summarise_shapes(records: Sequence[Dict[str, np.ndarray]]) -> Dict[str, dict
             rows['auc_ce'].append(rank_auc(-ce[hit], -ce[~hit]))
             rows['auc_score'].append(rank_auc(score[hit], score[~hit]))
             rows['mean_ce'].append(ce.mean())
+            rows['score_std'].append(score.std())
         summary[shape] = {k: float(np.nanmean(v)) if not np.all(np.isnan(v)) else None
                           for k, v in rows.items()}
     return summary
@@ -100,6 +109,7 @@ def measure(config_file: str, checkpoint: str, data_root: str, max_images: int) 
     images_dir = osp.join(data_root, 'images')
 
     records = []
+    active = tower_values = 0
     with torch.no_grad():
         for index, data in enumerate(loader):
             if index >= max_images:
@@ -107,8 +117,11 @@ def measure(config_file: str, checkpoint: str, data_root: str, max_images: int) 
             data = model.data_preprocessor(data, False)
             inputs, sample = data['inputs'], data['data_samples'][0]
             height, width = inputs.shape[-2:]
-            anchors, scores, deltas = head.dense_scores(
-                model.sppn_neck(model.extract_feat(inputs)))
+            sppn_feats = model.sppn_neck(model.extract_feat(inputs))
+            anchors, scores, deltas = head.dense_scores(sppn_feats)
+            towers = [head.score_tower(feat) for feat in sppn_feats]
+            active += sum(int((tower > 0).sum()) for tower in towers)
+            tower_values += sum(tower.numel() for tower in towers)
             # Fixed anchors: zero deltas, so this only clips, as the head does.
             boxes = head.bbox_coder.decode(anchors, deltas[0], max_shape=(height, width))
             label = sample.gt_label.reshape(1)
@@ -125,7 +138,8 @@ def measure(config_file: str, checkpoint: str, data_root: str, max_images: int) 
                 shape=shape_labels, ce=ce.numpy(), score=scores[0].numpy(),
                 hit=boxes_containing_a_part(boxes.numpy(), regions[image_id])))
     return dict(config=config_file, checkpoint=checkpoint, data_root=data_root,
-                num_images=len(records), shapes=summarise_shapes(records))
+                num_images=len(records), shapes=summarise_shapes(records),
+                score_tower_active=active / max(tower_values, 1))
 
 
 def shape_names(head) -> List[List[str]]:
@@ -151,12 +165,15 @@ def _cell(value: Optional[float], width: int) -> str:
 def format_summary(result: dict) -> str:
     lines = [f"{result['num_images']} test images; share of anchors containing a part",
              f"{'anchor':<18}{'random':>8}{'oracle4':>9}{'sppn4':>8}{'auc_ce':>8}"
-             f"{'auc_score':>10}{'mean_ce':>9}"]
+             f"{'auc_score':>10}{'mean_ce':>9}{'score_std':>10}"]
     for shape, row in result['shapes'].items():
         cells = [_cell(row[key], width) for key, width in
                  (('random', 8), ('oracle4', 9), ('sppn4', 8), ('auc_ce', 8),
-                  ('auc_score', 10), ('mean_ce', 9))]
+                  ('auc_score', 10), ('mean_ce', 9), ('score_std', 10))]
         lines.append(f'{shape:<18}' + ''.join(cells))
+    if 'score_tower_active' in result:
+        lines.append(f"score tower ReLU outputs above zero: "
+                     f"{100 * result['score_tower_active']:.1f} %")
     return '\n'.join(lines)
 
 

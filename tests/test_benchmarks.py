@@ -418,6 +418,8 @@ def test_summarise_shapes_random_oracle_and_sppn_shares():
     assert a['auc_score'] == 0.0
     assert a['mean_ce'] == pytest.approx(0.35)
     assert summary['b']['oracle4'] == 0.5 and summary['b']['auc_score'] == 0.0
+    # Population std of shape b's scores 0 and 1.
+    assert summary['b']['score_std'] == 0.5
 
 
 def test_a_finished_run_is_reused_only_with_the_same_config(tmp_path, capsys):
