@@ -298,3 +298,47 @@ def test_single_box_crop_ranks_by_the_window_around_each_box():
     with pytest.raises(ValueError, match='got scale=1.0, zoom_context=2.0'):
         build(single_box_crop=24,
               part_images=dict(type='PartImageGenerator', zoom_context=2.0))
+
+
+def test_proposal_rank_ce_window_ranks_proposals_by_their_windows_too():
+    model = build(sppn_head=dict(student_cfg().sppn_head, rank_samples=3,
+                                 loss_rank=dict(type='PartRankingLoss', margin=1.0,
+                                                loss_weight=1.0)),
+                  single_box_crop=16, proposal_rank_ce='window').train()
+    data = batch()
+    captured = {}
+    head_loss, box_ce = model.sppn_head.loss, model.single_box_ce
+
+    def record_loss(*args, **kwargs):
+        captured.update(args=args, kwargs=kwargs)
+        return head_loss(*args, **kwargs)
+
+    def record_ce(inputs, boxes, labels, clean_bn_stats=None):
+        captured.update(ce_boxes=boxes)
+        captured['ce'] = box_ce(inputs, boxes, labels, clean_bn_stats)
+        return captured['ce']
+
+    with patch.object(model.sppn_head, 'loss', side_effect=record_loss), \
+            patch.object(model, 'single_box_ce', side_effect=record_ce) as ce_calls:
+        losses = model(**data, mode='loss')
+    # One call on the 4 proposals then the 3 samples of each image.
+    assert ce_calls.call_count == 1 and captured['ce_boxes'].shape == (2, 7, 4)
+    proposals, scores, part_ce, _ = captured['args']
+    torch.testing.assert_close(captured['ce_boxes'][:, :4], proposals)
+    torch.testing.assert_close(part_ce, captured['ce'][:, :4])
+    torch.testing.assert_close(captured['kwargs']['sample_ce'], captured['ce'][:, 4:])
+    expected = PartRankingLoss(margin=1.0)(
+        torch.cat([scores, captured['kwargs']['sample_scores']], 1), captured['ce'])
+    torch.testing.assert_close(losses['loss_rank'], expected)
+
+
+def test_proposal_rank_ce_is_checked():
+    with pytest.raises(ValueError, match="proposal_rank_ce must be one of "
+                       r"\('part_image', 'window'\), got 'crop'"):
+        build(proposal_rank_ce='crop')
+    with pytest.raises(ValueError, match='needs single_box_crop > 0 and '
+                       r'sppn_head.rank_samples > 0, got single_box_crop=0'):
+        build(single_box_crop=0, proposal_rank_ce='window')
+    with pytest.raises(ValueError, match='got single_box_crop=16'):
+        build(sppn_head=dict(student_cfg().sppn_head, rank_samples=0),
+              single_box_crop=16, proposal_rank_ce='window')

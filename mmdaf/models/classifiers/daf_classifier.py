@@ -23,6 +23,7 @@ from ..utils.stage_features import check_stage_features
 
 LOSS_GROUPS = ('student', 'teacher', 'fusion')
 DISTILL_GATES = ('all', 'teacher_correct', 'teacher_better')
+PROPOSAL_RANK_CE = ('part_image', 'window')
 
 
 class StudentOutput(NamedTuple):
@@ -237,6 +238,16 @@ class DAFClassifier(BaseClassifier):
             falls by about (H*W)/(S*S), and their cross entropy then says how
             well the box and its near context classify. 0 (default) ranks by
             whole single-box part images.
+        proposal_rank_ce (str): which cross entropy ranks the N proposals
+            together with the sampled anchors. ``'part_image'``: that of their
+            part images from the part pass (whole images). ``'window'``: that
+            of their S x S windows, as the samples' (needs
+            ``single_box_crop`` > 0; N more windows per sampling step). A
+            window keeps less context than a whole image, so its cross
+            entropy runs lower for a good box: mixed, the two kinds rank a
+            proposal above a random sample less often than either kind alone
+            (docs/benchmarks.md). Steps without samples rank the proposals by
+            their part images either way. Defaults to ``'part_image'``.
         loss_concentrate (dict, optional): ``ConcentrateLoss`` config.
         teacher (dict, optional): ``dict(backbone=..., neck=..., head=...)``,
             see :class:`Teacher`.
@@ -275,6 +286,7 @@ class DAFClassifier(BaseClassifier):
                  predict_part_top_m: int = 0,
                  part_backbone_grad_scale: float = 1.0,
                  single_box_crop: int = 0,
+                 proposal_rank_ce: str = 'part_image',
                  loss_concentrate: Optional[dict] = None,
                  teacher: Optional[dict] = None,
                  distill: Optional[dict] = None,
@@ -333,6 +345,16 @@ class DAFClassifier(BaseClassifier):
                              f'zoom_context=0), got scale={part_scale}, '
                              f'zoom_context={zoom_context}')
         self.single_box_crop = single_box_crop
+        if proposal_rank_ce not in PROPOSAL_RANK_CE:
+            raise ValueError(f'DAFClassifier: proposal_rank_ce must be one of '
+                             f'{PROPOSAL_RANK_CE}, got {proposal_rank_ce!r}')
+        if proposal_rank_ce == 'window' and (
+                single_box_crop == 0 or not getattr(self.sppn_head, 'rank_samples', 0)):
+            raise ValueError("DAFClassifier: proposal_rank_ce='window' ranks the "
+                             'proposals by the windows of the sampled anchors; it '
+                             'needs single_box_crop > 0 and sppn_head.rank_samples '
+                             f'> 0, got single_box_crop={single_box_crop}')
+        self.proposal_rank_ce = proposal_rank_ce
         if (part_backbone_grad_scale == 0
                 and getattr(self.part_image_generator, 'soft_edge', 0) > 0):
             raise ValueError('DAFClassifier: part_images.soft_edge > 0 makes the part '
@@ -513,6 +535,31 @@ class DAFClassifier(BaseClassifier):
         return F.cross_entropy(logits.float(), labels.repeat_interleave(num_boxes),
                                reduction='none').view(batch_size, num_boxes)
 
+    def ranked_sample_ce(self, inputs: Tensor, boxes: Tensor, sample_boxes: Tensor,
+                         labels: Tensor, part_ce: Tensor,
+                         clean_bn_stats: Optional[dict] = None) -> Tuple[Tensor, Tensor]:
+        """The cross entropies that rank the proposals with the samples.
+
+        Args:
+            inputs (Tensor): (B, 3, H, W) clean images.
+            boxes (Tensor): (B, N, 4) proposals.
+            sample_boxes (Tensor): (B, K, 4) sampled anchors.
+            labels (Tensor): (B, ) ground-truth labels.
+            part_ce (Tensor): (B, N) the proposals' part images' cross entropy.
+            clean_bn_stats (dict, optional): as in :meth:`part_logits`.
+
+        Returns:
+            tuple: (B, N) for the proposals (``part_ce`` itself unless
+            ``proposal_rank_ce='window'``) and (B, K) for the samples, both
+            from :meth:`single_box_ce`.
+        """
+        if self.proposal_rank_ce == 'part_image':
+            return part_ce, self.single_box_ce(inputs, sample_boxes, labels,
+                                               clean_bn_stats)
+        all_boxes = torch.cat([boxes.detach(), sample_boxes], dim=1)
+        all_ce = self.single_box_ce(inputs, all_boxes, labels, clean_bn_stats)
+        return all_ce.split([boxes.shape[1], sample_boxes.shape[1]], dim=1)
+
     def _part_bn_context(self, clean_bn_stats: Optional[dict]):
         """How the part pass uses BatchNorm (see ``part_bn``)."""
         if self.part_bn == 'shared' or not self.training:
@@ -597,14 +644,15 @@ class DAFClassifier(BaseClassifier):
             part_ce = F.cross_entropy(
                 part_logits.flatten(0, 1).float(), labels.repeat_interleave(num_parts),
                 reduction='none').view(-1, num_parts)
-            ranked_samples = {}
+            rank_part_ce, ranked_samples = part_ce, {}
             if student.sample_boxes is not None:
-                ranked_samples = dict(
-                    sample_scores=student.sample_scores,
-                    sample_ce=self.single_box_ce(inputs, student.sample_boxes, labels,
-                                                 clean_bn_stats))
+                rank_part_ce, sample_ce = self.ranked_sample_ce(
+                    inputs, student.boxes, student.sample_boxes, labels, part_ce,
+                    clean_bn_stats)
+                ranked_samples = dict(sample_scores=student.sample_scores,
+                                      sample_ce=sample_ce)
             sppn_losses = self.sppn_head.loss(student.boxes, student.box_scores,
-                                              part_ce, student.object_area,
+                                              rank_part_ce, student.object_area,
                                               **ranked_samples)
             if self.loss_concentrate is not None:
                 sppn_losses['loss_con'] = self.loss_concentrate(part_logits, labels)
