@@ -23,6 +23,14 @@ It also prints ``score_tower_active``, the share of the score tower's final
 ReLU outputs above zero over all anchors and images: 0 means a dead tower
 whose scores are its score conv's biases.
 
+With ranked windows (``single_box_crop`` S > 0) it also compares the two
+kinds of cross entropy the ranking loss can order, for the SPPN's 4 proposals
+and ``--samples`` random candidate anchors per image: their means on whole
+single-box part images and on S x S windows, and how often a proposal has the
+lower cross entropy than a sample when both are whole images, both windows,
+or ``mixed`` (proposals whole, samples windows; ``proposal_rank_ce=
+'part_image'``).
+
 ``oracle4`` far above ``random`` says the ranking target carries where the
 parts are; ``sppn4`` near ``oracle4`` says the SPPN learned it. Usage::
 
@@ -95,7 +103,51 @@ def summarise_shapes(records: Sequence[Dict[str, np.ndarray]]) -> Dict[str, dict
     return summary
 
 
-def measure(config_file: str, checkpoint: str, data_root: str, max_images: int) -> dict:
+def proposal_above_sample(proposal_ce: np.ndarray, sample_ce: np.ndarray) -> float:
+    """Share of (proposal, sample) pairs of the same image where the
+    proposal has the lower cross entropy (the ranking loss then wants it
+    scored higher); ties count half.
+
+    Args:
+        proposal_ce (np.ndarray): (I, N) per image.
+        sample_ce (np.ndarray): (I, K) per image.
+    """
+    lower = proposal_ce[:, :, None] < sample_ce[:, None, :]
+    ties = proposal_ce[:, :, None] == sample_ce[:, None, :]
+    return float((lower + 0.5 * ties).mean())
+
+
+def summarise_rank_targets(ce: Dict[str, np.ndarray]) -> dict:
+    """Means of the four cross entropies and the proposal-above-sample
+    shares of the three ways to pair them.
+
+    Args:
+        ce: (I, N) ``proposal_whole``, ``proposal_window`` and (I, K)
+            ``sample_whole``, ``sample_window``.
+    """
+    summary = {f'mean_{k}': float(v.mean()) for k, v in ce.items()}
+    summary['above_whole'] = proposal_above_sample(ce['proposal_whole'],
+                                                   ce['sample_whole'])
+    summary['above_window'] = proposal_above_sample(ce['proposal_window'],
+                                                    ce['sample_window'])
+    summary['above_mixed'] = proposal_above_sample(ce['proposal_whole'],
+                                                   ce['sample_window'])
+    return summary
+
+
+def both_kinds_of_ce(model, inputs, boxes, label) -> tuple:
+    """(whole single-box part image, window) cross entropies of ``boxes``."""
+    crop = model.single_box_crop
+    try:
+        model.single_box_crop = 0
+        whole = model.single_box_ce(inputs, boxes, label)[0]
+    finally:
+        model.single_box_crop = crop
+    return whole.numpy(), model.single_box_ce(inputs, boxes, label)[0].numpy()
+
+
+def measure(config_file: str, checkpoint: str, data_root: str, max_images: int,
+            num_samples: int = 16) -> dict:
     import torch
 
     cfg, model = load_trained_model(config_file, checkpoint)
@@ -110,6 +162,9 @@ def measure(config_file: str, checkpoint: str, data_root: str, max_images: int) 
 
     records = []
     active = tower_values = 0
+    targets = dict(proposal_whole=[], proposal_window=[], sample_whole=[],
+                   sample_window=[])
+    generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for index, data in enumerate(loader):
             if index >= max_images:
@@ -117,7 +172,8 @@ def measure(config_file: str, checkpoint: str, data_root: str, max_images: int) 
             data = model.data_preprocessor(data, False)
             inputs, sample = data['inputs'], data['data_samples'][0]
             height, width = inputs.shape[-2:]
-            sppn_feats = model.sppn_neck(model.extract_feat(inputs))
+            student = model.run_student(inputs)
+            sppn_feats = model.sppn_neck(student.feats)
             anchors, scores, deltas = head.dense_scores(sppn_feats)
             towers = [head.score_tower(feat) for feat in sppn_feats]
             active += sum(int((tower > 0).sum()) for tower in towers)
@@ -137,9 +193,21 @@ def measure(config_file: str, checkpoint: str, data_root: str, max_images: int) 
             records.append(dict(
                 shape=shape_labels, ce=ce.numpy(), score=scores[0].numpy(),
                 hit=boxes_containing_a_part(boxes.numpy(), regions[image_id])))
-    return dict(config=config_file, checkpoint=checkpoint, data_root=data_root,
-                num_images=len(records), shapes=summarise_shapes(records),
-                score_tower_active=active / max(tower_values, 1))
+            if model.single_box_crop > 0:
+                samples, _ = head.sample_anchors(sppn_feats, (height, width),
+                                                 student.object_mask, num_samples,
+                                                 generator=generator)
+                for kind, kind_boxes in (('proposal', student.boxes), ('sample', samples)):
+                    whole, window = both_kinds_of_ce(model, inputs, kind_boxes, label)
+                    targets[f'{kind}_whole'].append(whole)
+                    targets[f'{kind}_window'].append(window)
+    result = dict(config=config_file, checkpoint=checkpoint, data_root=data_root,
+                  num_images=len(records), shapes=summarise_shapes(records),
+                  score_tower_active=active / max(tower_values, 1))
+    if targets['sample_whole']:
+        result['rank_targets'] = summarise_rank_targets(
+            {k: np.stack(v) for k, v in targets.items()})
+    return result
 
 
 def shape_names(head) -> List[List[str]]:
@@ -174,6 +242,15 @@ def format_summary(result: dict) -> str:
     if 'score_tower_active' in result:
         lines.append(f"score tower ReLU outputs above zero: "
                      f"{100 * result['score_tower_active']:.1f} %")
+    targets = result.get('rank_targets')
+    if targets:
+        lines.append(
+            'mean cross entropy, proposals: whole {mean_proposal_whole:.3f}, window '
+            '{mean_proposal_window:.3f}; samples: whole {mean_sample_whole:.3f}, '
+            'window {mean_sample_window:.3f}'.format(**targets))
+        lines.append(
+            'proposal below a sample in cross entropy: both whole {above_whole:.3f}, '
+            'both windows {above_window:.3f}, mixed {above_mixed:.3f}'.format(**targets))
     return '\n'.join(lines)
 
 
@@ -184,17 +261,23 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--data-root', required=True,
                         help='a synthetic set (it has parts/part_boxes.txt)')
     parser.add_argument('--max-images', type=int, default=60)
+    parser.add_argument('--samples', type=int, default=16,
+                        help='random candidate anchors per image for the '
+                        'proposal-against-sample comparison')
     parser.add_argument('--out', help='write the result as JSON here')
     args = parser.parse_args(argv)
     if args.max_images < 1:
         parser.error(f'--max-images must be >= 1, got {args.max_images}')
+    if args.samples < 1:
+        parser.error(f'--samples must be >= 1, got {args.samples}')
     check_out_path(parser, args.out)
     return args
 
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    result = measure(args.config, args.checkpoint, args.data_root, args.max_images)
+    result = measure(args.config, args.checkpoint, args.data_root, args.max_images,
+                     args.samples)
     print(format_summary(result))
     write_json(result, args.out)
     return result

@@ -270,11 +270,14 @@ class DAFSteps:
     @torch.no_grad()
     def stage_rank_samples(self) -> None:
         # What the training step adds with SPPNHead(rank_samples=K): K
-        # single-box part images per image through the student, no gradient
-        # (the draw itself is in the SPPN stage).
+        # single-box part images (or windows) per image through the student,
+        # N more with proposal_rank_ce='window', no gradient (the draw itself
+        # is in the SPPN stage).
         self.model.train()
+        part_ce = self.labels.new_zeros(self.student.boxes.shape[:2], dtype=torch.float)
         with self.autocast():
-            self.model.single_box_ce(self.inputs, self.student.sample_boxes, self.labels)
+            self.model.ranked_sample_ce(self.inputs, self.student.boxes,
+                                        self.student.sample_boxes, self.labels, part_ce)
 
     def stage_student_losses(self) -> None:
         model = self.model

@@ -713,3 +713,20 @@ def test_every_benchmark_runs_as_a_script_from_any_folder(name, tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.startswith('usage: ')
+
+
+def test_rank_targets_compare_proposals_with_samples_per_image():
+    # Image 0: proposal CE 1 and 3 against samples 2 and 3 -> pairs (1<2, 1<3,
+    # 3>2, 3=3 tie) = 2.5 / 4. Image 1: proposals 0 and 0 below sample 5 -> 1.
+    proposal = np.array([[1., 3.], [0., 0.]])
+    sample = np.array([[2., 3.], [5., 5.]])
+    assert anchor_ranking.proposal_above_sample(proposal, sample) == pytest.approx(
+        (2.5 / 4 + 1.0) / 2)
+    summary = anchor_ranking.summarise_rank_targets(dict(
+        proposal_whole=proposal, proposal_window=proposal - 1.0,
+        sample_whole=sample, sample_window=sample))
+    assert summary['mean_proposal_window'] == pytest.approx(0.0)
+    assert summary['above_whole'] == summary['above_mixed'] == pytest.approx(0.8125)
+    # Windows 1 lower for the proposals only: image 0 pairs (0<2, 0<3, 2<2? no
+    # -> tie at 2=2, 2<3) = 3.5 / 4.
+    assert summary['above_window'] == pytest.approx((3.5 / 4 + 1.0) / 2)

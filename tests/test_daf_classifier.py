@@ -72,12 +72,14 @@ def test_part_images_go_through_backbone_in_one_batched_pass():
     model(**data, mode='loss')
     num_parts = model.sppn_head.num_parts
     side = data['inputs'].shape[-1]
-    # Then one forward-only pass over the rank_samples single-box part images,
-    # cut to the synthetic config's 24 px windows around their boxes.
+    # Then one forward-only pass over the proposals' and the rank_samples'
+    # single-box part images, cut to the synthetic config's 24 px windows
+    # around their boxes (proposal_rank_ce='window').
     num_samples = model.sppn_head.rank_samples
     assert num_samples == 8 and model.single_box_crop == 24
+    assert model.proposal_rank_ce == 'window'
     assert input_shapes == [(3, 3, side, side), (3 * num_parts, 3, side, side),
-                            (3 * num_samples, 3, 24, 24)]
+                            (3 * (num_parts + num_samples), 3, 24, 24)]
 
 
 def test_loss_weights_scale_each_group():

@@ -336,9 +336,17 @@ def test_proposal_rank_ce_is_checked():
     with pytest.raises(ValueError, match="proposal_rank_ce must be one of "
                        r"\('part_image', 'window'\), got 'crop'"):
         build(proposal_rank_ce='crop')
-    with pytest.raises(ValueError, match='needs single_box_crop > 0 and '
-                       r'sppn_head.rank_samples > 0, got single_box_crop=0'):
-        build(single_box_crop=0, proposal_rank_ce='window')
-    with pytest.raises(ValueError, match='got single_box_crop=16'):
-        build(sppn_head=dict(student_cfg().sppn_head, rank_samples=0),
-              single_box_crop=16, proposal_rank_ce='window')
+    # Without windows the samples are whole images like the part images:
+    # the proposals keep their part images' cross entropy, one call for the
+    # samples alone.
+    model = build(sppn_head=dict(student_cfg().sppn_head, rank_samples=3),
+                  single_box_crop=0, proposal_rank_ce='window').train()
+    data = batch()
+    boxes = torch.tensor([[[0., 0., 16., 16.]] * 4, [[8., 8., 24., 24.]] * 4])
+    samples = torch.tensor([[[30., 30., 40., 40.]] * 3, [[0., 0., 10., 10.]] * 3])
+    part_ce = torch.arange(8.).view(2, 4)
+    with patch.object(model, 'single_box_ce', wraps=model.single_box_ce) as ce_calls:
+        proposal_ce, sample_ce = model.ranked_sample_ce(
+            data['inputs'], boxes, samples, torch.tensor([0, 1]), part_ce)
+    assert proposal_ce is part_ce and sample_ce.shape == (2, 3)
+    assert ce_calls.call_count == 1 and ce_calls.call_args.args[1] is samples

@@ -348,12 +348,6 @@ class DAFClassifier(BaseClassifier):
         if proposal_rank_ce not in PROPOSAL_RANK_CE:
             raise ValueError(f'DAFClassifier: proposal_rank_ce must be one of '
                              f'{PROPOSAL_RANK_CE}, got {proposal_rank_ce!r}')
-        if proposal_rank_ce == 'window' and (
-                single_box_crop == 0 or not getattr(self.sppn_head, 'rank_samples', 0)):
-            raise ValueError("DAFClassifier: proposal_rank_ce='window' ranks the "
-                             'proposals by the windows of the sampled anchors; it '
-                             'needs single_box_crop > 0 and sppn_head.rank_samples '
-                             f'> 0, got single_box_crop={single_box_crop}')
         self.proposal_rank_ce = proposal_rank_ce
         if (part_backbone_grad_scale == 0
                 and getattr(self.part_image_generator, 'soft_edge', 0) > 0):
@@ -553,7 +547,7 @@ class DAFClassifier(BaseClassifier):
             ``proposal_rank_ce='window'``) and (B, K) for the samples, both
             from :meth:`single_box_ce`.
         """
-        if self.proposal_rank_ce == 'part_image':
+        if self.proposal_rank_ce == 'part_image' or self.single_box_crop == 0:
             return part_ce, self.single_box_ce(inputs, sample_boxes, labels,
                                                clean_bn_stats)
         all_boxes = torch.cat([boxes.detach(), sample_boxes], dim=1)
