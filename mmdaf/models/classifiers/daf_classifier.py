@@ -241,13 +241,15 @@ class DAFClassifier(BaseClassifier):
         proposal_rank_ce (str): which cross entropy ranks the N proposals
             together with the sampled anchors. ``'part_image'``: that of their
             part images from the part pass (whole images). ``'window'``: that
-            of their S x S windows, as the samples' (needs
-            ``single_box_crop`` > 0; N more windows per sampling step). A
-            window keeps less context than a whole image, so its cross
-            entropy runs lower for a good box: mixed, the two kinds rank a
-            proposal above a random sample less often than either kind alone
-            (docs/benchmarks.md). Steps without samples rank the proposals by
-            their part images either way. Defaults to ``'part_image'``.
+            of their S x S windows, like the samples' (N more windows per
+            sampling step). A window keeps less context than a whole image,
+            so its cross entropy runs lower or higher than the whole image's
+            depending on the checkpoint; mixed, a proposal is ranked against
+            a sample by the kind of input as much as by the box
+            (docs/benchmarks.md). Without ``single_box_crop`` the samples are
+            whole images like the part images and ``'window'`` changes
+            nothing; steps without samples rank the proposals by their part
+            images either way. Defaults to ``'part_image'``.
         loss_concentrate (dict, optional): ``ConcentrateLoss`` config.
         teacher (dict, optional): ``dict(backbone=..., neck=..., head=...)``,
             see :class:`Teacher`.
