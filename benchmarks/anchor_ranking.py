@@ -137,13 +137,9 @@ def summarise_rank_targets(ce: Dict[str, np.ndarray]) -> dict:
 
 def both_kinds_of_ce(model, inputs, boxes, label) -> tuple:
     """(whole single-box part image, window) cross entropies of ``boxes``."""
-    crop = model.single_box_crop
-    try:
-        model.single_box_crop = 0
-        whole = model.single_box_ce(inputs, boxes, label)[0]
-    finally:
-        model.single_box_crop = crop
-    return whole.numpy(), model.single_box_ce(inputs, boxes, label)[0].numpy()
+    whole = model.single_box_ce(inputs, boxes, label, crop=0)[0]
+    window = model.single_box_ce(inputs, boxes, label, crop=model.single_box_crop)[0]
+    return whole.numpy(), window.numpy()
 
 
 def measure(config_file: str, checkpoint: str, data_root: str, max_images: int,

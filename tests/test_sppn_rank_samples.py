@@ -350,3 +350,22 @@ def test_proposal_rank_ce_is_checked():
             data['inputs'], boxes, samples, torch.tensor([0, 1]), part_ce)
     assert proposal_ce is part_ce and sample_ce.shape == (2, 3)
     assert ce_calls.call_count == 1 and ce_calls.call_args.args[1] is samples
+
+
+def test_single_box_ce_crop_argument_overrides_the_configured_window():
+    windowed = build(sppn_head=dict(student_cfg().sppn_head, rank_samples=2),
+                     single_box_crop=16).eval()
+    whole = build(sppn_head=dict(student_cfg().sppn_head, rank_samples=2),
+                  single_box_crop=0).eval()
+    data = batch()
+    labels = torch.tensor([0, 1])
+    boxes = torch.tensor([[[0., 0., 8., 8.], [20., 20., 30., 28.]],
+                          [[50., 50., 64., 64.], [24., 8., 36., 20.]]])
+    # Same seed, same weights: crop=0 is the whole-image model's answer and
+    # crop=16 the windowed model's default.
+    torch.testing.assert_close(windowed.single_box_ce(data['inputs'], boxes, labels, crop=0),
+                               whole.single_box_ce(data['inputs'], boxes, labels))
+    torch.testing.assert_close(whole.single_box_ce(data['inputs'], boxes, labels, crop=16),
+                               windowed.single_box_ce(data['inputs'], boxes, labels))
+    assert not torch.allclose(windowed.single_box_ce(data['inputs'], boxes, labels),
+                              whole.single_box_ce(data['inputs'], boxes, labels))

@@ -502,7 +502,8 @@ class DAFClassifier(BaseClassifier):
 
     @torch.no_grad()
     def single_box_ce(self, inputs: Tensor, boxes: Tensor, labels: Tensor,
-                      clean_bn_stats: Optional[dict] = None) -> Tensor:
+                      clean_bn_stats: Optional[dict] = None,
+                      crop: Optional[int] = None) -> Tensor:
         """Ground-truth cross entropy of one part image per box, no gradient.
 
         Each part image keeps only its own box sharp (no other boxes), so its
@@ -516,14 +517,16 @@ class DAFClassifier(BaseClassifier):
             boxes (Tensor): (B, K, 4) boxes, xyxy input pixels.
             labels (Tensor): (B, ) ground-truth labels.
             clean_bn_stats (dict, optional): as in :meth:`part_logits`.
+            crop (int, optional): the window side S, 0 for whole images;
+                defaults to ``single_box_crop``.
 
         Returns:
             Tensor: (B, K) float32 cross entropies.
         """
         batch_size, num_boxes = boxes.shape[:2]
-        if self.single_box_crop > 0:
-            part_imgs = self.part_image_generator.single_box_windows(
-                inputs, boxes, self.single_box_crop)
+        crop = self.single_box_crop if crop is None else crop
+        if crop > 0:
+            part_imgs = self.part_image_generator.single_box_windows(inputs, boxes, crop)
         else:
             part_imgs = self.part_image_generator.single_box_images(inputs, boxes)
         with self._part_bn_context(clean_bn_stats):
