@@ -13,9 +13,10 @@ This script measures, in ONE process with the runs interleaved round by round
 - ``T_daf``: forward + backward of ``DAFClassifier.loss`` on the same batch;
 - ``train_ratio = T_daf / (P * T_b)`` (median of the per-round ratios); the
   overhead we drive down is ``train_ratio - 1``. P counts the paper's passes
-  (student, N part images, teacher); with ``SPPNHead(rank_samples=K)`` the K
-  forward-only single-box passes per image are extra and show up in the
-  ratio and in their own breakdown row;
+  (student, N part images, teacher) that the step runs: N counts 0 when no
+  loss reads the part images (``DAFClassifier.part_pass_needed``); with
+  ``SPPNHead(rank_samples=K)`` the K forward-only single-box passes per
+  image are extra and show up in the ratio and in their own breakdown row;
 - ``infer_ratio = T_daf_predict / (Q * T_b_predict)`` with Q = 2 passes
   (student + teacher; 1 without a teacher), eval mode, no grad;
 - a breakdown of T_daf by stage, each stage timed alone by calling the
@@ -67,6 +68,7 @@ from benchmarks.speed_model import (  # noqa: E402
     build_daf_model,
     make_batch,
     part_pass_is_forward_only,
+    part_pass_share,
 )
 from benchmarks.speed_report import format_flops_only, format_table  # noqa: E402
 from benchmarks.speed_stages import DAFSteps, measure_breakdown  # noqa: E402
@@ -148,6 +150,8 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
 
     num_parts = model.sppn_head.num_parts if model.with_sppn else 0
     part_scale = float(model.part_image_generator.scale)
+    # P counts the part pass on the steps that run it.
+    part_share = part_pass_share(model)
 
     train_fns = _train_steps(steps)
     log(f'timing train steps: {list(train_fns)} x ({warmup} warm-up + {repeats}) rounds')
@@ -162,10 +166,12 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
         teacher_factor = median_ratio(train['teacher_backbone_train'],
                                       train['backbone_train'])
     forward_only = part_pass_is_forward_only(model)
-    passes = backbone_pass_equivalents(num_parts, part_scale, model.with_sppn,
-                                       model.with_teacher, teacher_factor, forward_only)
-    passes_nominal = backbone_pass_equivalents(num_parts, part_scale, model.with_sppn,
-                                               model.with_teacher, 1.0, forward_only)
+    passes = backbone_pass_equivalents(num_parts * part_share, part_scale,
+                                       model.with_sppn, model.with_teacher,
+                                       teacher_factor, forward_only)
+    passes_nominal = backbone_pass_equivalents(num_parts * part_share, part_scale,
+                                               model.with_sppn, model.with_teacher,
+                                               1.0, forward_only)
     infer_passes = 2.0 if model.with_teacher else 1.0
     # The passes as measured, each at its own batch size (B*N for the parts).
     pass_names = [name for name in ('backbone_train', 'parts_backbone_train',
@@ -175,7 +181,7 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
         config=config, device=device, amp=amp, size=size, batch=batch, repeats=repeats,
         warmup=warmup, machine=_machine(device), loadavg_start=list(loadavg_start),
         num_parts=num_parts, part_scale=part_scale, with_sppn=model.with_sppn,
-        parts_forward_only=forward_only,
+        part_pass_share=part_share, parts_forward_only=forward_only,
         with_heatmap=model.location_heatmap is not None,
         with_teacher=model.with_teacher,
         times_s={name: statistics.median(values)
@@ -198,7 +204,8 @@ def _run_benchmark(config, device, amp, size, batch, repeats, warmup, breakdown,
     if flops:
         step_fns = {**train_fns, 'backbone_predict': steps.backbone_predict,
                     'daf_predict': steps.daf_predict}
-        result.update(step_flop_ratios(step_fns, num_parts, part_scale, model.with_sppn,
+        result.update(step_flop_ratios(step_fns, num_parts * part_share, part_scale,
+                                       model.with_sppn,
                                        model.with_teacher, forward_only, infer_passes,
                                        per_step_factor=steps.per_step_factor))
     if breakdown:
@@ -221,7 +228,7 @@ def _train_steps(steps: DAFSteps) -> Dict[str, Callable[[], None]]:
     """The training steps timed together: the student's, DAF's and, where the
     model has them, the part and teacher passes alone."""
     train_fns = {'backbone_train': steps.backbone_train, 'daf_train': steps.daf_train}
-    if steps.model.with_sppn:
+    if part_pass_share(steps.model) > 0:
         train_fns['parts_backbone_train'] = steps.parts_backbone_train
     if steps.model.with_teacher:
         train_fns['teacher_backbone_train'] = steps.teacher_backbone_train

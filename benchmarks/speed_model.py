@@ -79,3 +79,16 @@ def make_batch(model, batch: int, size: int, device: str,
 def part_pass_is_forward_only(model) -> bool:
     """Whether the model's part pass is forward-only in the backbone."""
     return getattr(model, 'part_backbone_grad_scale', 1.0) == 0
+
+
+def part_pass_share(model) -> float:
+    """Share of the training steps that run the N part images' pass: all,
+    none (no ``loss_con`` and the proposals ranked by their windows), or,
+    with ``rank_interval`` k, the k - 1 steps of k that rank the proposals by
+    their part images for want of samples."""
+    if model.part_pass_needed(sampling=True):
+        return 1.0
+    if not model.with_sppn:
+        return 0.0
+    interval = model.sppn_head.rank_interval
+    return (interval - 1) / interval

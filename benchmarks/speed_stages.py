@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.speed_flops import count_flops
-from benchmarks.speed_model import part_pass_is_forward_only
+from benchmarks.speed_model import part_pass_is_forward_only, part_pass_share
 from benchmarks.speed_timing import (
     MIB,
     interleaved_times,
@@ -28,6 +28,8 @@ from benchmarks.speed_timing import (
 
 # Breakdown rows: (stage name, group reported in the summary).
 RANK_SAMPLES_STAGE = 'ranked anchor samples (B*K, forward only)'
+PART_IMAGES_STAGE = 'part images (compose, resize)'
+PART_PASS_STAGE = 'part backbone pass (B*N)'
 
 STAGE_GROUPS = {
     'student backbone + head': 'backbone passes',
@@ -120,9 +122,12 @@ class DAFSteps:
     def per_step_factor(self, name: str) -> float:
         """How many times per DAF step a timed closure's work happens: 1/k for
         a whole ``daf_train`` cycle and for the ranked samples of
-        ``rank_interval`` k, else 1."""
+        ``rank_interval`` k, the share of steps that run it for the part
+        pass (:func:`part_pass_share`), else 1."""
         if name in ('daf_train', RANK_SAMPLES_STAGE):
             return 1.0 / self.daf_cycle
+        if name in (PART_IMAGES_STAGE, PART_PASS_STAGE):
+            return part_pass_share(self.model)
         return 1.0
 
     @torch.no_grad()
@@ -146,7 +151,7 @@ class DAFSteps:
         model.train()
         with torch.no_grad(), self.autocast():
             self.student = model.run_student(self.inputs)
-            if model.with_sppn:
+            if part_pass_share(model) > 0:
                 self.part_imgs = self._compose_part_images()
                 part_logits = model.student_logits(model.backbone(self.part_imgs))
                 self.part_logits = part_logits.view(self.inputs.shape[0], -1,
@@ -170,8 +175,9 @@ class DAFSteps:
             stages['location heatmap'] = self.stage_heatmap
         if model.with_sppn:
             stages['SPPN (FPN, head, propose incl. NMS)'] = self.stage_sppn
-            stages['part images (compose, resize)'] = self.stage_part_images
-            stages['part backbone pass (B*N)'] = self.stage_part_backbone
+            if part_pass_share(model) > 0:
+                stages[PART_IMAGES_STAGE] = self.stage_part_images
+                stages[PART_PASS_STAGE] = self.stage_part_backbone
             if model.sppn_head.rank_samples > 0:
                 stages[RANK_SAMPLES_STAGE] = self.stage_rank_samples
             stages['student losses (CE, rank, IoU, area, con)'] = self.stage_student_losses
@@ -282,14 +288,19 @@ class DAFSteps:
     def stage_student_losses(self) -> None:
         model = self.model
         logits = _leaf(self.student.logits.float())
-        part_logits = _leaf(self.part_logits.float())
         boxes = _leaf(self.student.boxes.float())
         scores = _leaf(self.student.box_scores.float())
-        num_parts = part_logits.shape[1]
         total = model.head._get_loss(logits, self.samples)['loss']
-        part_ce = F.cross_entropy(part_logits.flatten(0, 1),
-                                  self.labels.repeat_interleave(num_parts),
-                                  reduction='none').view(-1, num_parts)
+        # Without the part pass the proposals' ranking target is their
+        # windows' cross entropy, a no-gradient tensor like this one.
+        part_ce = scores.detach().new_zeros(scores.shape)
+        part_logits = None
+        if part_pass_share(model) > 0:
+            part_logits = _leaf(self.part_logits.float())
+            num_parts = part_logits.shape[1]
+            part_ce = F.cross_entropy(part_logits.flatten(0, 1),
+                                      self.labels.repeat_interleave(num_parts),
+                                      reduction='none').view(-1, num_parts)
         total = total + sum(model.sppn_head.loss(boxes, scores, part_ce,
                                                  self.student.object_area).values())
         if model.loss_concentrate is not None:

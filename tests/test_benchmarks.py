@@ -334,15 +334,16 @@ def test_tiny_speed_run_writes_consistent_json():
                                  repeats=1, warmup=0, memory=False, threads=1,
                                  log=lambda _: None)
     assert torch.get_num_threads() == threads_before  # restored
-    for name in ('backbone_train', 'daf_train', 'parts_backbone_train',
-                 'teacher_backbone_train', 'backbone_predict', 'daf_predict'):
+    for name in ('backbone_train', 'daf_train', 'teacher_backbone_train',
+                 'backbone_predict', 'daf_predict'):
         assert result['times_s'][name] > 0, name
     assert result['num_parts'] == 4 and result['part_scale'] == 1.0
-    # The shipped synthetic config's part pass is forward-only in the backbone
-    # (part_backbone_grad_scale=0): 4 part passes count as 4/3 training passes.
-    assert result['parts_forward_only'] is True
-    assert result['passes_train'] == pytest.approx(1 + 4 / 3 + result['teacher_factor'])
-    assert result['passes_train_nominal'] == pytest.approx(1 + 4 / 3 + 1)
+    # The shipped synthetic config skips the part pass (no loss_con, the
+    # proposals ranked by their windows): P is the student and the teacher.
+    assert result['part_pass_share'] == 0.0
+    assert 'parts_backbone_train' not in result['times_s']
+    assert result['passes_train'] == pytest.approx(1 + result['teacher_factor'])
+    assert result['passes_train_nominal'] == pytest.approx(2)
     times = result['times_s']
     assert result['train_ratio'] == pytest.approx(
         times['daf_train'] / (result['passes_train'] * times['backbone_train']))
@@ -352,12 +353,40 @@ def test_tiny_speed_run_writes_consistent_json():
     # The stages cover the whole step: their FLOPs add up to the DAF step's.
     assert result['breakdown_flops_sum'] == pytest.approx(result['flops']['daf_train'],
                                                           rel=1e-6)
-    # DAF does at least the part and teacher passes on top of the student's.
-    assert result['flops']['daf_train'] > (1 + 4 / 3 + 1) * result['flops']['backbone_train']
+    # DAF does at least the teacher pass on top of the student's.
+    assert result['flops']['daf_train'] > 2 * result['flops']['backbone_train']
     assert result['flops_train_ratio'] > 1.0
     stages = {row['stage'] for row in result['breakdown']}
     assert 'SPPN (FPN, head, propose incl. NMS)' in stages
     assert 'PAF-bilinear neck + teacher head' in stages
+    assert 'part backbone pass (B*N)' not in stages
+
+
+# A dict over the config's None needs _delete_ (mmengine merges dicts).
+WITH_CON = {'model.loss_concentrate': dict(_delete_=True, type='ConcentrateLoss', top_m=3)}
+
+
+def test_part_pass_counts_in_p_on_the_steps_that_run_it():
+    speed_model = _import('speed_model')
+    con = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1,
+                           cfg_options=WITH_CON)
+    plain = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1)
+    part_stage = 'part backbone pass (B*N)'
+    assert part_stage in con['stage_gflops'] and part_stage not in plain['stage_gflops']
+    # The 4 forward-only part passes are what the concentrate loss adds.
+    added = (con['flops']['daf_train'] - plain['flops']['daf_train']) / 1e9
+    assert added == pytest.approx(con['stage_gflops'][part_stage]
+                                  + con['stage_gflops']['part images (compose, resize)'],
+                                  rel=1e-6)
+    # Without L_con, rank_interval k leaves k - 1 steps of k ranking the
+    # proposals by their part images, which then run the part pass.
+    every_third = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1,
+                                   cfg_options={'model.sppn_head.rank_interval': 3})
+    assert every_third['stage_gflops'][part_stage] == pytest.approx(
+        2 / 3 * con['stage_gflops'][part_stage], rel=1e-6)
+    model = speed_model.build_daf_model(config_path('daf_r18_synthetic.py'), 'cpu',
+                                        {'model.sppn_head.rank_interval': 4})
+    assert speed_model.part_pass_share(model) == 0.75
 
 
 def test_make_batch_puts_inputs_labels_and_samples_on_the_device():
@@ -374,9 +403,12 @@ def test_make_batch_puts_inputs_labels_and_samples_on_the_device():
 
 
 def test_rank_interval_counts_the_ranked_samples_once_per_k_steps():
-    every_step = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1)
+    # With L_con every step runs the part pass, so only the samples differ.
+    every_step = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1,
+                                  cfg_options=WITH_CON)
     every_third = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1,
-                                   cfg_options={'model.sppn_head.rank_interval': 3})
+                                   cfg_options={**WITH_CON,
+                                                'model.sppn_head.rank_interval': 3})
     stage = 'ranked anchor samples (B*K, forward only)'
     rank_gflops = every_step['stage_gflops'][stage]
     assert rank_gflops > 0

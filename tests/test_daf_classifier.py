@@ -43,7 +43,9 @@ def build(**overrides):
     return MODELS.build(tiny_daf_cfg(**overrides))
 
 
-STUDENT = {'loss_pred', 'loss_rank', 'loss_overlap', 'loss_area', 'loss_con'}
+# The synthetic config has no concentrate loss (loss_concentrate=None).
+STUDENT = {'loss_pred', 'loss_rank', 'loss_overlap', 'loss_area'}
+WITH_CON = dict(loss_concentrate=dict(type='ConcentrateLoss', top_m=3))
 
 
 @pytest.mark.parametrize('overrides, expected', [
@@ -51,6 +53,7 @@ STUDENT = {'loss_pred', 'loss_rank', 'loss_overlap', 'loss_area', 'loss_con'}
           distill=None, fusion_head=None), {'loss_pred'}),
     (dict(location_heatmap=None, teacher=None, distill=None, fusion_head=None), STUDENT),
     (dict(teacher=None, distill=None, fusion_head=None), STUDENT),
+    (dict(teacher=None, distill=None, fusion_head=None, **WITH_CON), STUDENT | {'loss_con'}),
     (dict(distill=None), STUDENT | {'loss_teacher', 'loss_group', 'loss_csf'}),
     (dict(), STUDENT | {'loss_teacher', 'loss_group', 'loss_csf', 'loss_hint', 'loss_soft'}),
 ])
@@ -63,13 +66,18 @@ def test_loss_terms_follow_the_switches(overrides, expected):
         assert losses[name].dim() == 0 and torch.isfinite(losses[name]), name
 
 
-def test_part_images_go_through_backbone_in_one_batched_pass():
-    model = build(teacher=None, distill=None, fusion_head=None)
+def _backbone_batch_shapes(model, data) -> list:
     input_shapes = []
     model.backbone.register_forward_hook(
         lambda module, args, output: input_shapes.append(tuple(args[0].shape)))
-    data = batch(batch_size=3)
     model(**data, mode='loss')
+    return input_shapes
+
+
+def test_part_images_go_through_backbone_in_one_batched_pass():
+    model = build(teacher=None, distill=None, fusion_head=None, **WITH_CON)
+    data = batch(batch_size=3)
+    input_shapes = _backbone_batch_shapes(model, data)
     num_parts = model.sppn_head.num_parts
     side = data['inputs'].shape[-1]
     # Then one forward-only pass over the proposals' and the rank_samples'
@@ -80,6 +88,25 @@ def test_part_images_go_through_backbone_in_one_batched_pass():
     assert model.proposal_rank_ce == 'window'
     assert input_shapes == [(3, 3, side, side), (3 * num_parts, 3, side, side),
                             (3 * (num_parts + num_samples), 3, 24, 24)]
+
+
+@pytest.mark.parametrize('overrides, part_pass', [
+    (dict(), False),  # the synthetic default: no L_con, proposals by windows
+    (WITH_CON, True),  # L_con reads the part logits
+    (dict(proposal_rank_ce='part_image'), True),  # the ranking reads their CE
+    (dict(single_box_crop=0), True),  # no windows: proposals by their part images
+])
+def test_part_pass_runs_only_when_a_loss_reads_it(overrides, part_pass):
+    model = build(teacher=None, distill=None, fusion_head=None, **overrides)
+    assert model.part_pass_needed() is part_pass
+    # Steps without samples (rank_interval > 1) rank by the part images.
+    assert model.part_pass_needed(sampling=False) is True
+    data = batch(batch_size=3)
+    input_shapes = _backbone_batch_shapes(model, data)
+    num_parts = model.sppn_head.num_parts
+    side = data['inputs'].shape[-1]
+    assert ((3 * num_parts, 3, side, side) in input_shapes) is part_pass
+    assert input_shapes[0] == (3, 3, side, side)
 
 
 def test_loss_weights_scale_each_group():

@@ -22,9 +22,12 @@ SIZE = 64
 
 
 def student_cfg(**overrides) -> dict:
-    """The synthetic R18 student (SPPN + LHM, no teacher) for 64 px inputs."""
-    return tiny_daf_cfg(**dict(dict(teacher=None, distill=None, fusion_head=None),
-                               **overrides))
+    """The synthetic R18 student (SPPN + LHM, no teacher) for 64 px inputs,
+    with the concentrate loss, so that the step runs the part pass these
+    switches act on (the synthetic config itself has none)."""
+    defaults = dict(teacher=None, distill=None, fusion_head=None,
+                    loss_concentrate=dict(type='ConcentrateLoss', top_m=3))
+    return tiny_daf_cfg(**dict(defaults, **overrides))
 
 
 def build(**overrides):

@@ -143,7 +143,9 @@ def expected_losses(config: str) -> set:
     model = Config.fromfile(osp.join(REPO_ROOT, 'configs', config)).model
     if model.type != 'DAFClassifier':
         return {'loss'}
-    expected = {'loss', 'loss_pred', 'loss_rank', 'loss_overlap', 'loss_area', 'loss_con'}
+    expected = {'loss', 'loss_pred', 'loss_rank', 'loss_overlap', 'loss_area'}
+    if model.get('loss_concentrate') is not None:
+        expected.add('loss_con')
     if model.get('teacher') is not None:
         expected |= {'loss_teacher', 'loss_group', 'loss_csf'}
     if model.get('distill') is not None:

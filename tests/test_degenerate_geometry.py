@@ -10,10 +10,13 @@ SIZE = 64
 
 def build():
     """The synthetic DAF with box regression on (the paper's SPPN, as in the
-    CUB configs), since regressed boxes are the ones that can degenerate."""
+    CUB configs), since regressed boxes are the ones that can degenerate, and
+    the concentrate loss, so that the degenerate boxes' part images are made
+    and trained on (as in the CUB configs)."""
     torch.manual_seed(0)
     cfg = tiny_daf_cfg()
     cfg.sppn_head.regress_boxes = True
+    cfg.loss_concentrate = dict(type='ConcentrateLoss', top_m=3)
     return MODELS.build(cfg)
 
 

@@ -169,7 +169,8 @@ def test_scale_gradient_keeps_values_and_scales_the_gradient():
 
 def _loss_con_grads(scale: float):
     model = build(teacher=None, distill=None, fusion_head=None,
-                  part_backbone_grad_scale=scale)
+                  part_backbone_grad_scale=scale,
+                  loss_concentrate=dict(type='ConcentrateLoss', top_m=3))
     torch.manual_seed(1)  # the same part image noise for every scale
     losses = model(**batch(), mode='loss')
     losses['loss_con'].backward()

@@ -32,7 +32,7 @@ def test_complete_daf_loss_and_backward_under_autocast_is_finite(dtype, with_cp)
     with torch.autocast('cpu', dtype=dtype):
         losses = model(**batch(), mode='loss')
         total, log_vars = model.parse_losses(losses)
-    assert {'loss_pred', 'loss_rank', 'loss_overlap', 'loss_area', 'loss_con',
+    assert {'loss_pred', 'loss_rank', 'loss_overlap', 'loss_area',
             'loss_teacher', 'loss_group', 'loss_hint', 'loss_soft',
             'loss_csf'} <= set(log_vars)
     for name, value in log_vars.items():

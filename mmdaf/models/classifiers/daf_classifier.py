@@ -178,7 +178,10 @@ class DAFClassifier(BaseClassifier):
     3. FPN(C3..C5) -> SPPN head -> N boxes (B,N,4) and undetached scores (B,N);
     4. part images (B*N,3,H,W) -> ONE batched pass through the student backbone
        and head -> part logits (B,N,K); losses ``loss_rank``, ``loss_overlap``,
-       ``loss_area`` (SPPN head) and ``loss_con`` (concentrate);
+       ``loss_area`` (SPPN head) and ``loss_con`` (concentrate). A step that
+       uses neither the part logits nor their cross entropy (no
+       ``loss_concentrate``, proposals ranked by their windows) skips this
+       pass (:meth:`part_pass_needed`);
     5. teacher on concat(img, heatmap, box saliency mask) (B,5,H,W) -> z_t,
        losses ``loss_teacher`` and ``loss_group`` (the neck's grouping loss);
     6. distillation: ``loss_hint`` (regressor(student C4) vs teacher C4) and
@@ -250,7 +253,10 @@ class DAFClassifier(BaseClassifier):
             whole images like the part images and ``'window'`` changes
             nothing; steps without samples rank the proposals by their part
             images either way. Defaults to ``'part_image'``.
-        loss_concentrate (dict, optional): ``ConcentrateLoss`` config.
+        loss_concentrate (dict, optional): ``ConcentrateLoss`` config. None
+            drops L_con; with the proposals ranked by their windows
+            (``proposal_rank_ce='window'``) nothing then reads the part
+            images, and the training step skips their pass.
         teacher (dict, optional): ``dict(backbone=..., neck=..., head=...)``,
             see :class:`Teacher`.
         distill (dict, optional): ``dict(student_channels, teacher_channels,
@@ -535,7 +541,7 @@ class DAFClassifier(BaseClassifier):
                                reduction='none').view(batch_size, num_boxes)
 
     def ranked_sample_ce(self, inputs: Tensor, boxes: Tensor, sample_boxes: Tensor,
-                         labels: Tensor, part_ce: Tensor,
+                         labels: Tensor, part_ce: Optional[Tensor],
                          clean_bn_stats: Optional[dict] = None) -> Tuple[Tensor, Tensor]:
         """The cross entropies that rank the proposals with the samples.
 
@@ -544,7 +550,9 @@ class DAFClassifier(BaseClassifier):
             boxes (Tensor): (B, N, 4) proposals.
             sample_boxes (Tensor): (B, K, 4) sampled anchors.
             labels (Tensor): (B, ) ground-truth labels.
-            part_ce (Tensor): (B, N) the proposals' part images' cross entropy.
+            part_ce (Tensor, optional): (B, N) the proposals' part images'
+                cross entropy; not read (may be None) when the proposals are
+                ranked by their windows.
             clean_bn_stats (dict, optional): as in :meth:`part_logits`.
 
         Returns:
@@ -552,12 +560,38 @@ class DAFClassifier(BaseClassifier):
             ``proposal_rank_ce='window'``) and (B, K) for the samples, both
             from :meth:`single_box_ce`.
         """
-        if self.proposal_rank_ce == 'part_image' or self.single_box_crop == 0:
+        if not self.ranks_proposals_by_windows(sampling=True):
             return part_ce, self.single_box_ce(inputs, sample_boxes, labels,
                                                clean_bn_stats)
         all_boxes = torch.cat([boxes.detach(), sample_boxes], dim=1)
         all_ce = self.single_box_ce(inputs, all_boxes, labels, clean_bn_stats)
         return all_ce.split([boxes.shape[1], sample_boxes.shape[1]], dim=1)
+
+    def ranks_proposals_by_windows(self, sampling: bool) -> bool:
+        """Whether a step ranks the N proposals by their S x S windows.
+
+        Args:
+            sampling (bool): whether the step draws sampled anchors (the
+                windows are cut only then).
+        """
+        return (sampling and self.proposal_rank_ce == 'window'
+                and self.single_box_crop > 0)
+
+    def part_pass_needed(self, sampling: bool = True) -> bool:
+        """Whether a training step runs the N part images through the student.
+
+        Their logits feed ``loss_con`` and their cross entropy ranks the
+        proposals, unless the proposals are ranked by their windows: without
+        ``loss_concentrate`` such a step reads nothing from them.
+
+        Args:
+            sampling (bool): whether the step draws sampled anchors.
+                Defaults to True (every step, as with ``rank_interval=1``).
+        """
+        if not self.with_sppn:
+            return False
+        return (self.loss_concentrate is not None
+                or not self.ranks_proposals_by_windows(sampling))
 
     def _part_bn_context(self, clean_bn_stats: Optional[dict]):
         """How the part pass uses BatchNorm (see ``part_bn``)."""
@@ -638,13 +672,17 @@ class DAFClassifier(BaseClassifier):
         losses.update({f'student_{k}': v for k, v in pred.items()})
 
         if self.with_sppn:
-            part_logits = self.part_logits(inputs, student.boxes, clean_bn_stats)
-            num_parts = part_logits.shape[1]
-            part_ce = F.cross_entropy(
-                part_logits.flatten(0, 1).float(), labels.repeat_interleave(num_parts),
-                reduction='none').view(-1, num_parts)
+            sampling = student.sample_boxes is not None
+            part_logits = part_ce = None
+            if self.part_pass_needed(sampling):
+                part_logits = self.part_logits(inputs, student.boxes, clean_bn_stats)
+                num_parts = part_logits.shape[1]
+                part_ce = F.cross_entropy(
+                    part_logits.flatten(0, 1).float(),
+                    labels.repeat_interleave(num_parts),
+                    reduction='none').view(-1, num_parts)
             rank_part_ce, ranked_samples = part_ce, {}
-            if student.sample_boxes is not None:
+            if sampling:
                 rank_part_ce, sample_ce = self.ranked_sample_ce(
                     inputs, student.boxes, student.sample_boxes, labels, part_ce,
                     clean_bn_stats)
