@@ -65,7 +65,8 @@ model = dict(
         # same score). On the validation set, 6 seeds, level with the plain
         # tower (top-1 67.2 +- 1.6, hit 43.6 +- 1.2 against 66.9 +- 1.7 and
         # 43.3 +- 1.9); at 20 epochs 41-47 % of the units stay alive against
-        # 3.5-12.6 % (docs/benchmarks.md, "A normalised score tower").
+        # 3.5-12.6 % (docs/benchmarks.md, "The score tower normalised and the
+        # part pass off").
         tower_norm_groups=8,
     ),
     # sigma 3.2 px at 64 px: the 12-15 px parts are unreadable outside the box.
@@ -85,8 +86,9 @@ model = dict(
     # seeds, the complete DAF without it scored 68.0 +- 1.8 (student 66.0,
     # hit rate 43.1 +- 1.3) against 67.2 +- 1.6 (66.4, 43.6 +- 1.2) with it.
     # With the proposals ranked by their windows nothing else reads the N
-    # part images, so the training step skips their pass: about a third of
-    # the step (docs/benchmarks.md, "The part pass off"). To put L_con back
+    # part images, so the training step skips their pass: a quarter of the
+    # step's time (docs/benchmarks.md, "The score tower normalised and the
+    # part pass off"). To put L_con back
     # in a child config: loss_concentrate=dict(_delete_=True,
     # type='ConcentrateLoss', top_m=3).
     loss_concentrate=None,
