@@ -82,13 +82,16 @@ def part_pass_is_forward_only(model) -> bool:
 
 
 def part_pass_share(model) -> float:
-    """Share of the training steps that run the N part images' pass: all,
-    none (no ``loss_con`` and the proposals ranked by their windows), or,
-    with ``rank_interval`` k, the k - 1 steps of k that rank the proposals by
-    their part images for want of samples."""
-    if model.part_pass_needed(sampling=True):
-        return 1.0
+    """Share of the training steps that run the N part images' pass.
+
+    A step that draws sampled anchors (1 in ``rank_interval`` with
+    ``rank_samples``, none without) runs it when
+    ``part_pass_needed(sampling=True)``, the other steps when
+    ``part_pass_needed(sampling=False)``.
+    """
     if not model.with_sppn:
         return 0.0
-    interval = model.sppn_head.rank_interval
-    return (interval - 1) / interval
+    head = model.sppn_head
+    sampling_share = 1.0 / head.rank_interval if head.rank_samples > 0 else 0.0
+    return (sampling_share * model.part_pass_needed(sampling=True)
+            + (1.0 - sampling_share) * model.part_pass_needed(sampling=False))

@@ -387,6 +387,10 @@ def test_part_pass_counts_in_p_on_the_steps_that_run_it():
     model = speed_model.build_daf_model(config_path('daf_r18_synthetic.py'), 'cpu',
                                         {'model.sppn_head.rank_interval': 4})
     assert speed_model.part_pass_share(model) == 0.75
+    # No sampled anchors at all: every step ranks by the part images.
+    unsampled = speed_model.build_daf_model(config_path('daf_r18_synthetic.py'), 'cpu',
+                                            {'model.sppn_head.rank_samples': 0})
+    assert speed_model.part_pass_share(unsampled) == 1.0
 
 
 def test_make_batch_puts_inputs_labels_and_samples_on_the_device():
