@@ -206,19 +206,26 @@ def student_image_top1(model, loader, gts: Sequence[int], num_classes: int,
     """The student stream's top-1 from the full image alone.
 
     For a model whose student prediction averages in its top-M part images
-    (``predict_part_top_m > 0``) the test split is predicted again with
-    M = 0, so both are measured on the same checkpoint; otherwise it is the
+    (``predict_part_top_m > 0``) or its top-M pooled proposals
+    (``part_pool.predict``) the test split is predicted again without them,
+    so both are measured on the same checkpoint; otherwise it is the
     student stream's top-1 already measured (None without one).
     """
-    if getattr(model, 'predict_part_top_m', 0) == 0:
+    top_m = getattr(model, 'predict_part_top_m', 0)
+    part_pool = getattr(model, 'part_pool', None)
+    pool_predict = bool(part_pool and part_pool['predict'])
+    if top_m == 0 and not pool_predict:
         return student_top1
-    top_m = model.predict_part_top_m
     model.predict_part_top_m = 0
+    if pool_predict:
+        part_pool['predict'] = False
     try:
         preds = [int(sample.student_score.argmax())
                  for sample in predicted_samples(model, loader)]
     finally:
         model.predict_part_top_m = top_m
+        if pool_predict:
+            part_pool['predict'] = True
     return accuracies(preds, gts, num_classes)['top1']
 
 

@@ -20,6 +20,9 @@ CONFIGS = {
     'sppn_lhm_teacher': 'configs/ablation/r18_sppn_lhm_teacher_synthetic.py',
     'daf': 'configs/daf_r18_synthetic.py',
     'daf_no_attention': 'configs/ablation/r18_daf_no-attention_synthetic.py',
+    # The + SPPN + LHM row with part_pool at random boxes: do the proposals'
+    # positions matter to the student's pooled cross entropy?
+    'sppn_lhm_random_pool': 'configs/ablation/r18_sppn_lhm_random-pool_synthetic.py',
     # The same two rows on a ConvNeXt of the half-width ResNet-18's widths.
     'convnext_baseline': 'configs/ablation/convnext-w32_baseline_synthetic.py',
     'convnext_daf': 'configs/daf_convnext-w32_synthetic.py',
@@ -31,8 +34,8 @@ PRETRAIN_CONFIGS = {
     'checkpoints/convnext-w32_synthetic-generic_64px.pth':
     'configs/pretrain/convnext-w32_synthetic-generic.py',
 }
-DEFAULT_CONFIGS = ('baseline', 'sppn', 'sppn_lhm', 'sppn_lhm_teacher', 'daf',
-                   'daf_no_attention')
+DEFAULT_CONFIGS = ('baseline', 'sppn', 'sppn_lhm', 'sppn_lhm_random_pool',
+                   'sppn_lhm_teacher', 'daf', 'daf_no_attention')
 # The benchmark preset (docs/benchmarks_history.md: how it was chosen).
 NUM_CLASSES = 8
 TRAIN_PER_CLASS = 60

@@ -22,8 +22,10 @@ def format_table(result: dict) -> str:
     share = FORWARD_SHARE if result.get('parts_forward_only') else 1
     lines += [
         '',
-        f"P = 1 + N*scale^2*share + teacher = 1 + {result['num_parts']}*"
-        f"{result['part_scale']:g}^2*{share:.3g} + {result['teacher_factor']:.3f} (measured) "
+        # steps: the share of training steps that run the part pass.
+        f"P = 1 + N*scale^2*share*steps + teacher = 1 + {result['num_parts']}*"
+        f"{result['part_scale']:g}^2*{share:.3g}*{result.get('part_pass_share', 1.0):.3g} + "
+        f"{result['teacher_factor']:.3f} (measured) "
         f"= {result['passes_train']:.3f}  (nominal, teacher = 1: "
         f"{result['passes_train_nominal']:.3f})",
         f"train_ratio = T_daf / (P * T_b) = {result['train_ratio']:.3f}  "

@@ -28,6 +28,7 @@ from benchmarks.speed_timing import (
 
 # Breakdown rows: (stage name, group reported in the summary).
 RANK_SAMPLES_STAGE = 'ranked anchor samples (B*K, forward only)'
+RANK_CLEAN_STAGE = 'ranking targets (clean C5 pooled in boxes)'
 PART_IMAGES_STAGE = 'part images (compose, resize)'
 PART_PASS_STAGE = 'part backbone pass (B*N)'
 
@@ -38,6 +39,7 @@ STAGE_GROUPS = {
     'part images (compose, resize)': 'part images',
     'part backbone pass (B*N)': 'backbone passes',
     RANK_SAMPLES_STAGE: 'ranked samples',
+    RANK_CLEAN_STAGE: 'ranked samples',
     'student losses (CE, rank, IoU, area, con)': 'losses',
     'teacher input (heatmap up, box mask)': 'teacher input',
     'teacher backbone (5 ch)': 'backbone passes',
@@ -178,7 +180,9 @@ class DAFSteps:
             if part_pass_share(model) > 0:
                 stages[PART_IMAGES_STAGE] = self.stage_part_images
                 stages[PART_PASS_STAGE] = self.stage_part_backbone
-            if model.sppn_head.rank_samples > 0:
+            if getattr(model, 'rank_target', 'part_images') == 'clean_features':
+                stages[RANK_CLEAN_STAGE] = self.stage_rank_clean
+            elif model.sppn_head.rank_samples > 0:
                 stages[RANK_SAMPLES_STAGE] = self.stage_rank_samples
             stages['student losses (CE, rank, IoU, area, con)'] = self.stage_student_losses
         if model.with_teacher:
@@ -284,6 +288,15 @@ class DAFSteps:
         with self.autocast():
             self.model.ranked_sample_ce(self.inputs, self.student.boxes,
                                         self.student.sample_boxes, self.labels, part_ce)
+
+    @torch.no_grad()
+    def stage_rank_clean(self) -> None:
+        # rank_target='clean_features': the student head on the clean pass's
+        # C5 pooled in each proposal and sample, on every step.
+        self.model.train()
+        with self.autocast():
+            self.model.clean_feature_ce(self.student, self.labels,
+                                        (self.height, self.width))
 
     def stage_student_losses(self) -> None:
         model = self.model

@@ -258,6 +258,14 @@ def test_presets_fill_what_the_flags_leave_open():
         learning.parse_args(['--preset', 'cub'])
 
 
+def test_every_named_row_is_a_config_and_the_default_rows_have_the_controls():
+    for name, path in learning_presets.CONFIGS.items():
+        assert os.path.isfile(os.path.join(REPO_ROOT, path)), name
+    assert learning.parse_args([]).configs == [
+        'baseline', 'sppn', 'sppn_lhm', 'sppn_lhm_random_pool', 'sppn_lhm_teacher', 'daf',
+        'daf_no_attention']
+
+
 def test_out_without_an_extension_is_written_as_json(tmp_path):
     path = tmp_path / 'new_folder' / 'results'
     parser = argparse.ArgumentParser()
@@ -360,6 +368,26 @@ def test_tiny_speed_run_writes_consistent_json():
     assert 'SPPN (FPN, head, propose incl. NMS)' in stages
     assert 'PAF-bilinear neck + teacher head' in stages
     assert 'part backbone pass (B*N)' not in stages
+    # The printed P says that no step runs the part pass (share 0).
+    speed_report = _import('speed_report')
+    p_line = next(line for line in speed_report.format_table(result).splitlines()
+                  if line.startswith('P = '))
+    assert f"= 1 + 4*1^2*0.333*0 + {result['teacher_factor']:.3f}" in p_line
+    assert f"= {result['passes_train']:.3f}" in p_line
+
+
+def test_clean_feature_ranking_is_one_small_stage_without_windows():
+    clean = {'model.rank_target': 'clean_features', 'model.single_box_crop': 0,
+             'model.proposal_rank_ce': 'part_image'}
+    windows = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1)
+    result = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1,
+                              cfg_options=clean)
+    stages = result['stage_gflops']
+    assert 'ranked anchor samples (B*K, forward only)' not in stages
+    window_gflops = windows['stage_gflops']['ranked anchor samples (B*K, forward only)']
+    # The windows' 12 forward passes against a matrix product and the head.
+    assert stages['ranking targets (clean C5 pooled in boxes)'] < 0.01 * window_gflops
+    assert result['flops']['daf_train'] < windows['flops']['daf_train'] - 0.9 * window_gflops * 1e9
 
 
 # A dict over the config's None needs _delete_ (mmengine merges dicts).
@@ -766,3 +794,26 @@ def test_rank_targets_compare_proposals_with_samples_per_image():
     # Windows 1 lower for the proposals only: image 0 pairs (0<2, 0<3, 2<2? no
     # -> tie at 2=2, 2<3) = 3.5 / 4.
     assert summary['above_window'] == pytest.approx((3.5 / 4 + 1.0) / 2)
+
+
+def test_student_image_top1_switches_the_pooled_prediction_off(monkeypatch):
+    from types import SimpleNamespace
+
+    from mmpretrain.structures import DataSample
+
+    model = SimpleNamespace(predict_part_top_m=0, part_pool=dict(top_m=3, predict=True))
+    seen = []
+
+    def fake_predicted_samples(model, loader):
+        seen.append(model.part_pool['predict'])
+        # From the image alone the model says class 1 for every image.
+        return [DataSample(student_score=torch.tensor([0.0, 1.0])) for _ in range(4)]
+
+    monkeypatch.setattr(learning_eval, 'predicted_samples', fake_predicted_samples)
+    top1 = learning_eval.student_image_top1(model, None, [1, 1, 0, 0], 2, student_top1=0.9)
+    assert top1 == 0.5 and seen == [False]
+    assert model.part_pool['predict'] is True  # restored
+    # Without a pooled or part prediction the student's top-1 is the image's.
+    model.part_pool['predict'] = False
+    assert learning_eval.student_image_top1(model, None, [1], 2, student_top1=0.9) == 0.9
+    assert seen == [False]

@@ -348,6 +348,32 @@ def test_synthetic_config_trains_without_the_part_pass():
     assert cub.loss_concentrate == dict(type='ConcentrateLoss', top_m=3, loss_weight=1.0)
 
 
+@pytest.mark.parametrize('name, part_pool', [
+    ('ablation/r18_sppn_synthetic.py', dict(top_m=3, loss_weight=1.0, predict=True,
+                                            boxes='proposals')),
+    ('ablation/r18_sppn_lhm_synthetic.py', dict(top_m=3, loss_weight=1.0, predict=True,
+                                                boxes='proposals')),
+    ('ablation/r18_sppn_lhm_random-pool_synthetic.py',
+     dict(top_m=3, loss_weight=1.0, predict=True, boxes='random')),
+    ('daf_r18_synthetic.py', None),
+    ('ablation/r18_sppn_lhm_teacher_synthetic.py', None),
+    ('ablation/r50_sppn_lhm_cub.py', None),
+])
+def test_student_only_synthetic_rows_pool_their_proposals(name, part_pool):
+    """The student-only synthetic rows classify the last stage pooled in
+    their top-3 proposals (chosen on the validation set); the control row
+    pools at random boxes; the complete DAF, the teacher row and the CUB
+    configs do not."""
+    init_default_scope('mmpretrain')
+    model_cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', name)).model
+    model_cfg.backbone.init_cfg = None
+    if model_cfg.get('teacher') is not None:
+        model_cfg.teacher.backbone.init_cfg = None
+    model = MODELS.build(model_cfg)
+    assert model.part_pool == part_pool
+    assert model.predict_part_top_m == (3 if 'cub' in name else 0)
+
+
 @pytest.mark.parametrize('name', ['daf_r50_cub.py', 'daf_convnext-t_cub.py',
                                   'daf_swin-t_cub.py'])
 def test_448_configs_have_a_128_channel_three_level_sppn(name):

@@ -343,3 +343,176 @@ def test_fusion_layer_receives_gradient_in_the_full_model():
 def test_bad_configs_fail_with_clear_messages(overrides, message):
     with pytest.raises(ValueError, match=message):
         build(**overrides)
+
+
+CLEAN_RANK = dict(rank_target='clean_features', single_box_crop=0,
+                  proposal_rank_ce='part_image')
+
+
+def test_clean_feature_ranking_runs_one_backbone_pass():
+    model = build(teacher=None, distill=None, fusion_head=None, **CLEAN_RANK)
+    assert model.part_pass_needed(sampling=True) is False
+    assert model.part_pass_needed(sampling=False) is False
+    data = batch(batch_size=3)
+    # No part images, no windows: the clean pass is the only one.
+    assert _backbone_batch_shapes(model, data) == [(3, 3, SIZE, SIZE)]
+    with_con = build(teacher=None, distill=None, fusion_head=None, **CLEAN_RANK, **WITH_CON)
+    assert with_con.part_pass_needed(sampling=True) is True
+
+
+def test_clean_feature_ce_is_the_head_on_the_cells_under_each_box():
+    model = build(teacher=None, distill=None, fusion_head=None, **CLEAN_RANK).train()
+    data = batch(batch_size=2)
+    labels = torch.tensor([0, 1])
+    with torch.no_grad():
+        student = model.run_student(data['inputs'])
+    c5 = student.feats[-1]
+    cell = SIZE // c5.shape[-1]  # stride 16 at 64 px: a 4 x 4 map
+    assert c5.shape[-2:] == (4, 4)
+
+    def cell_box(row, col):  # exactly one cell of the map
+        return [col * cell, row * cell, (col + 1) * cell, (row + 1) * cell]
+
+    # Per image: proposals on cells (0, 0) and (2, 3), one sample on (3, 1).
+    boxes = torch.tensor([[cell_box(0, 0), cell_box(2, 3)]] * 2, dtype=torch.float32)
+    samples = torch.tensor([[cell_box(3, 1)]] * 2, dtype=torch.float32)
+    student = student._replace(boxes=boxes, sample_boxes=samples)
+    proposal_ce, sample_ce = model.clean_feature_ce(student, labels, (SIZE, SIZE))
+    assert proposal_ce.shape == (2, 2) and sample_ce.shape == (2, 1)
+    for (row, col), ce in (((0, 0), proposal_ce[:, 0]), ((2, 3), proposal_ce[:, 1]),
+                           ((3, 1), sample_ce[:, 0])):
+        logits = model.head((c5[:, :, row, col], ))
+        expected = torch.nn.functional.cross_entropy(logits, labels, reduction='none')
+        torch.testing.assert_close(ce, expected)
+    # A step without samples ranks the proposals alone.
+    no_samples = student._replace(sample_boxes=None)
+    alone, none = model.clean_feature_ce(no_samples, labels, (SIZE, SIZE))
+    assert none is None
+    torch.testing.assert_close(alone, proposal_ce)
+
+
+def test_clean_feature_ranking_feeds_the_sppn_ranking_loss():
+    model = build(teacher=None, distill=None, fusion_head=None, **CLEAN_RANK)
+    seen = {}
+    original_ce = model.clean_feature_ce
+
+    def recording_ce(*args):
+        seen['ce'] = original_ce(*args)
+        return seen['ce']
+
+    original_loss = model.sppn_head.loss
+
+    def recording_loss(boxes, scores, part_ce, area, **samples):
+        seen['part_ce'], seen['sample_ce'] = part_ce, samples.get('sample_ce')
+        return original_loss(boxes, scores, part_ce, area, **samples)
+
+    with patch.object(model, 'clean_feature_ce', recording_ce), \
+            patch.object(model.sppn_head, 'loss', recording_loss):
+        model(**batch(), mode='loss')
+    assert seen['part_ce'] is seen['ce'][0]
+    assert seen['sample_ce'] is seen['ce'][1]
+    assert seen['sample_ce'].shape == (2, model.sppn_head.rank_samples)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(rank_target='windows'), "rank_target must be one of .* got 'windows'"),
+    (dict(rank_target='clean_features'), 'set single_box_crop=0 .* got single_box_crop=24'),
+    (dict(rank_target='clean_features', single_box_crop=0),
+     "proposal_rank_ce='window'"),
+])
+def test_rank_target_errors_name_the_conflicting_option(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build(**overrides)
+
+
+POOL = dict(part_pool=dict(top_m=2, loss_weight=0.5))
+
+
+def _cell_boxes(cell: int, cells) -> torch.Tensor:
+    """(2, len(cells), 4): per image, boxes covering exactly the given cells."""
+    boxes = [[col * cell, row * cell, (col + 1) * cell, (row + 1) * cell]
+             for row, col in cells]
+    return torch.tensor([boxes] * 2, dtype=torch.float32)
+
+
+def test_part_pool_logits_are_the_head_on_the_top_m_proposal_cells():
+    model = build(teacher=None, distill=None, fusion_head=None, **POOL).eval()
+    data = batch(batch_size=2)
+    with torch.no_grad():
+        student = model.run_student(data['inputs'])
+        c5 = student.feats[-1]
+        cell = SIZE // c5.shape[-1]
+        # Four proposals; only the first two (the top M = 2) are pooled.
+        student = student._replace(boxes=_cell_boxes(cell, [(1, 2), (3, 0), (0, 0), (2, 2)]))
+        pooled = model.part_pool_logits(student, (SIZE, SIZE))
+    assert pooled.shape == (2, 2, NUM_CLASSES)
+    torch.testing.assert_close(pooled[:, 0], model.head((c5[:, :, 1, 2], )))
+    torch.testing.assert_close(pooled[:, 1], model.head((c5[:, :, 3, 0], )))
+
+
+def test_part_pool_loss_trains_the_backbone_but_not_the_proposals():
+    model = build(teacher=None, distill=None, fusion_head=None, **POOL)
+    seen = {}
+    original = model.part_pool_logits
+
+    def recording(*args):
+        seen['logits'] = original(*args)
+        return seen['logits']
+
+    with patch.object(model, 'part_pool_logits', recording):
+        losses = model(**batch(), mode='loss')
+    labels = torch.tensor([0, 1])
+    expected = 0.5 * torch.nn.functional.cross_entropy(
+        seen['logits'].flatten(0, 1), labels.repeat_interleave(2))
+    torch.testing.assert_close(losses['loss_part_pool'], expected)
+    losses['loss_part_pool'].backward()
+    assert model.backbone.layer4[0].conv1.weight.grad.abs().sum() > 0
+    assert model.head.fc.weight.grad.abs().sum() > 0
+    # The boxes are detached: no gradient into the SPPN.
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0
+               for p in model.sppn_head.parameters())
+
+
+def test_part_pool_prediction_averages_image_and_pooled_logits():
+    model = build(teacher=None, distill=None, fusion_head=None, **POOL).eval()
+    inputs = batch()['inputs']
+    with torch.no_grad():
+        logits, extras = model.predict_logits(inputs)
+        student = model.run_student(inputs)
+        pooled = model.part_pool_logits(student, (SIZE, SIZE))
+    expected = torch.cat([student.logits[:, None], pooled], dim=1).mean(dim=1)
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(extras['student_logits'], expected)
+    model.part_pool['predict'] = False
+    with torch.no_grad():
+        torch.testing.assert_close(model.predict_logits(inputs)[0], student.logits)
+
+
+def test_random_part_pool_boxes_keep_their_sizes_inside_the_image():
+    from mmdaf.models.classifiers.daf_classifier import move_boxes_at_random
+    torch.manual_seed(0)
+    boxes = torch.tensor([[[2.0, 3.0, 12.0, 17.0], [50.0, 50.0, 64.0, 60.0]]]).repeat(200, 1, 1)
+    moved = move_boxes_at_random(boxes, (64, 48))
+    sizes = moved[..., 2:] - moved[..., :2]
+    torch.testing.assert_close(sizes[:, 0], torch.tensor([10.0, 14.0]).expand(200, 2))
+    torch.testing.assert_close(sizes[:, 1], torch.tensor([14.0, 10.0]).expand(200, 2))
+    assert moved[..., 0].min() >= 0 and moved[..., 2].max() <= 48
+    assert moved[..., 1].min() >= 0 and moved[..., 3].max() <= 64
+    # Uniform positions: the left edges spread over most of their range.
+    assert moved[:, 0, 0].max() - moved[:, 0, 0].min() > 30
+
+
+@pytest.mark.parametrize('part_pool, message', [
+    (dict(top_k=3), r"unknown part_pool keys \['top_k'\]"),
+    (dict(top_m=0), 'part_pool.top_m must be >= 1, got 0'),
+    (dict(boxes='centre'), "part_pool.boxes must be one of .* got 'centre'"),
+])
+def test_part_pool_errors_name_the_key(part_pool, message):
+    with pytest.raises(ValueError, match=message):
+        build(part_pool=part_pool)
+
+
+def test_part_pool_needs_the_sppn():
+    with pytest.raises(ValueError, match='part_pool needs the SPPN'):
+        build(sppn_neck=None, sppn_head=None, location_heatmap=None, teacher=None,
+              distill=None, fusion_head=None, part_pool=dict())

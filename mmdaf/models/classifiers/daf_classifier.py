@@ -17,6 +17,7 @@ from ..utils.batch_norm_stats import (
     record_batch_norm_stats,
     without_activation_checkpointing,
 )
+from ..utils.box_pooling import box_pooled_features
 from ..utils.grad_scale import scale_gradient
 from ..utils.part_images import boxes_to_saliency_mask
 from ..utils.stage_features import check_stage_features
@@ -24,6 +25,8 @@ from ..utils.stage_features import check_stage_features
 LOSS_GROUPS = ('student', 'teacher', 'fusion')
 DISTILL_GATES = ('all', 'teacher_correct', 'teacher_better')
 PROPOSAL_RANK_CE = ('part_image', 'window')
+RANK_TARGETS = ('part_images', 'clean_features')
+PART_POOL_BOXES = ('proposals', 'random')
 
 
 class StudentOutput(NamedTuple):
@@ -101,6 +104,25 @@ def distill_gate(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
     else:
         raise ValueError(f'distill gate must be one of {DISTILL_GATES}, got {mode!r}')
     return keep.to(student_logits.dtype)
+
+
+def move_boxes_at_random(boxes: Tensor, img_shape: Tuple[int, int]) -> Tensor:
+    """Each box moved to a uniformly random position inside the image, its
+    size kept (clipped to the image): the control for whether positions matter.
+
+    Args:
+        boxes (Tensor): (B, M, 4) xyxy boxes, input pixels.
+        img_shape (tuple): (H, W) of the input.
+
+    Returns:
+        Tensor: (B, M, 4) boxes of the same widths and heights.
+    """
+    height, width = img_shape
+    sizes = torch.stack([(boxes[..., 2] - boxes[..., 0]).clamp(0, width),
+                         (boxes[..., 3] - boxes[..., 1]).clamp(0, height)], dim=-1)
+    limits = boxes.new_tensor([width, height]) - sizes
+    corners = torch.rand_like(sizes) * limits
+    return torch.cat([corners, corners + sizes], dim=-1)
 
 
 def global_average_pool(feat: Tensor) -> Tensor:
@@ -253,6 +275,23 @@ class DAFClassifier(BaseClassifier):
             whole images like the part images and ``'window'`` changes
             nothing; steps without samples rank the proposals by their part
             images either way. Defaults to ``'part_image'``.
+        rank_target (str): what ranks the proposals and the sampled anchors
+            in ``loss_rank``. ``'part_images'``: the student's cross entropy
+            on their part images or windows (``single_box_crop``,
+            ``proposal_rank_ce``). ``'clean_features'``: the student head on
+            the clean pass's last stage averaged inside each box
+            (:meth:`clean_feature_ce`), no backbone pass per box; needs
+            ``single_box_crop=0`` and ``proposal_rank_ce='part_image'``.
+            Defaults to ``'part_images'``.
+        part_pool (dict, optional): ``dict(top_m=3, loss_weight=1.0,
+            predict=True, boxes='proposals')``. The student head also
+            classifies the last stage averaged inside each of the top-M
+            proposals (:meth:`part_pool_logits`; ``loss_part_pool``, a cross
+            entropy per box into the backbone, none into the SPPN); with
+            ``predict`` the student's prediction averages those M logits
+            with the image's. ``boxes='random'`` moves the boxes to random
+            positions (same sizes): the control for whether the proposals'
+            positions matter. None (default) turns it off.
         loss_concentrate (dict, optional): ``ConcentrateLoss`` config. None
             drops L_con; with the proposals ranked by their windows
             (``proposal_rank_ce='window'``) nothing then reads the part
@@ -295,6 +334,8 @@ class DAFClassifier(BaseClassifier):
                  part_backbone_grad_scale: float = 1.0,
                  single_box_crop: int = 0,
                  proposal_rank_ce: str = 'part_image',
+                 rank_target: str = 'part_images',
+                 part_pool: Optional[dict] = None,
                  loss_concentrate: Optional[dict] = None,
                  teacher: Optional[dict] = None,
                  distill: Optional[dict] = None,
@@ -357,6 +398,36 @@ class DAFClassifier(BaseClassifier):
             raise ValueError(f'DAFClassifier: proposal_rank_ce must be one of '
                              f'{PROPOSAL_RANK_CE}, got {proposal_rank_ce!r}')
         self.proposal_rank_ce = proposal_rank_ce
+        if rank_target not in RANK_TARGETS:
+            raise ValueError(f'DAFClassifier: rank_target must be one of '
+                             f'{RANK_TARGETS}, got {rank_target!r}')
+        if rank_target == 'clean_features' and (single_box_crop > 0
+                                                or proposal_rank_ce != 'part_image'):
+            raise ValueError(
+                "DAFClassifier: rank_target='clean_features' ranks the boxes by "
+                'the clean pass alone, so it runs no single-box windows; set '
+                "single_box_crop=0 and proposal_rank_ce='part_image', got "
+                f'single_box_crop={single_box_crop}, '
+                f'proposal_rank_ce={proposal_rank_ce!r}')
+        self.rank_target = rank_target
+        self.part_pool = None
+        if part_pool is not None:
+            part_pool = dict(part_pool)
+            unknown = set(part_pool) - {'top_m', 'loss_weight', 'predict', 'boxes'}
+            if unknown:
+                raise ValueError(f'DAFClassifier: unknown part_pool keys {sorted(unknown)}')
+            if sppn_head is None:
+                raise ValueError('DAFClassifier: part_pool needs the SPPN (sppn_head=None)')
+            self.part_pool = dict(top_m=int(part_pool.get('top_m', 3)),
+                                  loss_weight=float(part_pool.get('loss_weight', 1.0)),
+                                  predict=bool(part_pool.get('predict', True)),
+                                  boxes=part_pool.get('boxes', 'proposals'))
+            if self.part_pool['boxes'] not in PART_POOL_BOXES:
+                raise ValueError(f'DAFClassifier: part_pool.boxes must be one of '
+                                 f'{PART_POOL_BOXES}, got {self.part_pool["boxes"]!r}')
+            if self.part_pool['top_m'] < 1:
+                raise ValueError('DAFClassifier: part_pool.top_m must be >= 1, got '
+                                 f'{self.part_pool["top_m"]}')
         if (part_backbone_grad_scale == 0
                 and getattr(self.part_image_generator, 'soft_edge', 0) > 0):
             raise ValueError('DAFClassifier: part_images.soft_edge > 0 makes the part '
@@ -567,6 +638,60 @@ class DAFClassifier(BaseClassifier):
         all_ce = self.single_box_ce(inputs, all_boxes, labels, clean_bn_stats)
         return all_ce.split([boxes.shape[1], sample_boxes.shape[1]], dim=1)
 
+    def part_pool_logits(self, student: StudentOutput,
+                         img_shape: Tuple[int, int]) -> Tensor:
+        """Student head logits on the last stage pooled in the top-M proposals.
+
+        Args:
+            student (StudentOutput): the clean pass with its proposals.
+            img_shape (tuple): (H, W) of the input.
+
+        Returns:
+            Tensor: (B, M, K) logits; the gradient reaches the backbone
+            through the pooled cells, not the boxes.
+        """
+        top_m = min(self.part_pool['top_m'], student.boxes.shape[1])
+        boxes = student.boxes[:, :top_m].detach()
+        if self.part_pool['boxes'] == 'random':
+            boxes = move_boxes_at_random(boxes, img_shape)
+        pooled = box_pooled_features(student.feats[-1], boxes, img_shape)
+        logits = self.head((pooled.flatten(0, 1), ))
+        return logits.view(boxes.shape[0], top_m, -1)
+
+    @torch.no_grad()
+    def clean_feature_ce(self, student: StudentOutput, labels: Tensor,
+                         img_shape: Tuple[int, int]) -> Tuple[Tensor, Optional[Tensor]]:
+        """Ranking targets from the clean pass (``rank_target='clean_features'``).
+
+        Each box's cross entropy is that of the student head on the clean
+        pass's last stage averaged inside the box (cells weighted by their
+        overlap, :func:`box_pooled_features`): how well the features where
+        the box lies classify the image. No backbone pass per box.
+
+        Args:
+            student (StudentOutput): the clean pass, with ``boxes`` and, on a
+                sampling step, ``sample_boxes``.
+            labels (Tensor): (B, ) ground-truth labels.
+            img_shape (tuple): (H, W) of the input.
+
+        Returns:
+            tuple: (B, N) for the proposals and (B, K) for the samples (None
+            on a step without samples), float32, no gradient.
+        """
+        boxes = student.boxes.detach()
+        num_samples = 0
+        if student.sample_boxes is not None:
+            num_samples = student.sample_boxes.shape[1]
+            boxes = torch.cat([boxes, student.sample_boxes.detach()], dim=1)
+        batch_size, num_boxes = boxes.shape[:2]
+        pooled = box_pooled_features(student.feats[-1], boxes, img_shape)
+        logits = self.head((pooled.flatten(0, 1), ))
+        ce = F.cross_entropy(logits.float(), labels.repeat_interleave(num_boxes),
+                             reduction='none').view(batch_size, num_boxes)
+        if num_samples == 0:
+            return ce, None
+        return tuple(ce.split([num_boxes - num_samples, num_samples], dim=1))
+
     def ranks_proposals_by_windows(self, sampling: bool) -> bool:
         """Whether a step ranks the N proposals by their S x S windows.
 
@@ -590,8 +715,10 @@ class DAFClassifier(BaseClassifier):
         """
         if not self.with_sppn:
             return False
-        return (self.loss_concentrate is not None
-                or not self.ranks_proposals_by_windows(sampling))
+        if self.loss_concentrate is not None:
+            return True
+        return (self.rank_target == 'part_images'
+                and not self.ranks_proposals_by_windows(sampling))
 
     def _part_bn_context(self, clean_bn_stats: Optional[dict]):
         """How the part pass uses BatchNorm (see ``part_bn``)."""
@@ -671,6 +798,13 @@ class DAFClassifier(BaseClassifier):
         losses['loss_pred'] = weight_s * pred.pop('loss')
         losses.update({f'student_{k}': v for k, v in pred.items()})
 
+        if self.part_pool is not None:
+            pooled_logits = self.part_pool_logits(student, inputs.shape[-2:])
+            num_pooled = pooled_logits.shape[1]
+            losses['loss_part_pool'] = weight_s * self.part_pool['loss_weight'] * \
+                F.cross_entropy(pooled_logits.flatten(0, 1).float(),
+                                labels.repeat_interleave(num_pooled))
+
         if self.with_sppn:
             sampling = student.sample_boxes is not None
             part_logits = part_ce = None
@@ -682,7 +816,13 @@ class DAFClassifier(BaseClassifier):
                     labels.repeat_interleave(num_parts),
                     reduction='none').view(-1, num_parts)
             rank_part_ce, ranked_samples = part_ce, {}
-            if sampling:
+            if self.rank_target == 'clean_features':
+                rank_part_ce, sample_ce = self.clean_feature_ce(student, labels,
+                                                                inputs.shape[-2:])
+                if sampling:
+                    ranked_samples = dict(sample_scores=student.sample_scores,
+                                          sample_ce=sample_ce)
+            elif sampling:
                 rank_part_ce, sample_ce = self.ranked_sample_ce(
                     inputs, student.boxes, student.sample_boxes, labels, part_ce,
                     clean_bn_stats)
@@ -743,6 +883,11 @@ class DAFClassifier(BaseClassifier):
             # All N part images, composed as in training; the first M count.
             part_logits = self.part_logits(inputs, student.boxes)[:, :top_m]
             student_logits = torch.cat([student.logits[:, None], part_logits],
+                                       dim=1).mean(dim=1)
+            student = student._replace(logits=student_logits)
+        if self.part_pool is not None and self.part_pool['predict']:
+            pooled_logits = self.part_pool_logits(student, inputs.shape[-2:])
+            student_logits = torch.cat([student.logits[:, None], pooled_logits],
                                        dim=1).mean(dim=1)
             student = student._replace(logits=student_logits)
         extras = dict(student_logits=student.logits, teacher_logits=None,
