@@ -502,6 +502,22 @@ def test_random_part_pool_boxes_keep_their_sizes_inside_the_image():
     assert moved[:, 0, 0].max() - moved[:, 0, 0].min() > 30
 
 
+def test_random_part_pool_predictions_repeat_in_eval_mode():
+    model = build(teacher=None, distill=None, fusion_head=None,
+                  part_pool=dict(top_m=2, boxes='random')).eval()
+    inputs = batch()['inputs']
+    with torch.no_grad():
+        student = model.run_student(inputs)
+        first = model.part_pool_logits(student, (SIZE, SIZE))
+        torch.rand(5)  # the global generator moves; the eval draw does not
+        again = model.part_pool_logits(student, (SIZE, SIZE))
+        model.train()
+        trained = [model.part_pool_logits(student, (SIZE, SIZE)) for _ in range(2)]
+    torch.testing.assert_close(first, again)
+    # In training every step draws new positions.
+    assert not torch.allclose(trained[0], trained[1])
+
+
 @pytest.mark.parametrize('part_pool, message', [
     (dict(top_k=3), r"unknown part_pool keys \['top_k'\]"),
     (dict(top_m=0), 'part_pool.top_m must be >= 1, got 0'),

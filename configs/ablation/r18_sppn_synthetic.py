@@ -14,8 +14,8 @@ model = dict(location_heatmap=None, teacher=None, distill=None, fusion_head=None
              # backbone), and the prediction averages those logits with the
              # image's. On the validation set the + SPPN + LHM row went from
              # 59.2 +- 0.6 to 62.8 (6 seeds; baseline 58.7), + SPPN to 63.2
-             # +- 1.4 (3 seeds). The same pooling at random boxes scored 63.5
-             # +- 0.6 there, and 61.0 against 64.4 on the reported preset (6
+             # +- 1.4 (3 seeds). The same pooling at random boxes scored 64.0
+             # +- 1.1 there, and 61.0 against 64.4 on the reported preset (6
              # seeds): most of the gain is not from where the SPPN looks
              # (docs/benchmarks.md, "The student's pooled part cross entropy").
              # Off in the complete DAF, where it cost the fused score 2 points.

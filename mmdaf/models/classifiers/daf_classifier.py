@@ -106,13 +106,16 @@ def distill_gate(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
     return keep.to(student_logits.dtype)
 
 
-def move_boxes_at_random(boxes: Tensor, img_shape: Tuple[int, int]) -> Tensor:
+def move_boxes_at_random(boxes: Tensor, img_shape: Tuple[int, int],
+                         generator: Optional[torch.Generator] = None) -> Tensor:
     """Each box moved to a uniformly random position inside the image, its
     size kept (clipped to the image): the control for whether positions matter.
 
     Args:
         boxes (Tensor): (B, M, 4) xyxy boxes, input pixels.
         img_shape (tuple): (H, W) of the input.
+        generator (torch.Generator, optional): draws the positions; the
+            global generator when None.
 
     Returns:
         Tensor: (B, M, 4) boxes of the same widths and heights.
@@ -121,7 +124,9 @@ def move_boxes_at_random(boxes: Tensor, img_shape: Tuple[int, int]) -> Tensor:
     sizes = torch.stack([(boxes[..., 2] - boxes[..., 0]).clamp(0, width),
                          (boxes[..., 3] - boxes[..., 1]).clamp(0, height)], dim=-1)
     limits = boxes.new_tensor([width, height]) - sizes
-    corners = torch.rand_like(sizes) * limits
+    draws = torch.rand(sizes.shape, generator=generator, device=sizes.device,
+                       dtype=sizes.dtype)
+    corners = draws * limits
     return torch.cat([corners, corners + sizes], dim=-1)
 
 
@@ -653,7 +658,11 @@ class DAFClassifier(BaseClassifier):
         top_m = min(self.part_pool['top_m'], student.boxes.shape[1])
         boxes = student.boxes[:, :top_m].detach()
         if self.part_pool['boxes'] == 'random':
-            boxes = move_boxes_at_random(boxes, img_shape)
+            # A fixed draw in eval mode, so that a prediction is repeatable.
+            generator = None
+            if not self.training:
+                generator = torch.Generator(device=boxes.device).manual_seed(0)
+            boxes = move_boxes_at_random(boxes, img_shape, generator)
         pooled = box_pooled_features(student.feats[-1], boxes, img_shape)
         logits = self.head((pooled.flatten(0, 1), ))
         return logits.view(boxes.shape[0], top_m, -1)
