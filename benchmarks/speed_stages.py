@@ -180,7 +180,7 @@ class DAFSteps:
             if part_pass_share(model) > 0:
                 stages[PART_IMAGES_STAGE] = self.stage_part_images
                 stages[PART_PASS_STAGE] = self.stage_part_backbone
-            if getattr(model, 'rank_target', 'part_images') == 'clean_features':
+            if model.rank_target == 'clean_features':
                 stages[RANK_CLEAN_STAGE] = self.stage_rank_clean
             elif model.sppn_head.rank_samples > 0:
                 stages[RANK_SAMPLES_STAGE] = self.stage_rank_samples

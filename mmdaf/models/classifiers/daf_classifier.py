@@ -663,9 +663,22 @@ class DAFClassifier(BaseClassifier):
             if not self.training:
                 generator = torch.Generator(device=boxes.device).manual_seed(0)
             boxes = move_boxes_at_random(boxes, img_shape, generator)
-        pooled = box_pooled_features(student.feats[-1], boxes, img_shape)
-        logits = self.head((pooled.flatten(0, 1), ))
-        return logits.view(boxes.shape[0], top_m, -1)
+        return self.box_logits(student.feats[-1], boxes, img_shape)
+
+    def box_logits(self, feat: Tensor, boxes: Tensor,
+                   img_shape: Tuple[int, int]) -> Tensor:
+        """The student head on ``feat`` averaged inside each box.
+
+        Args:
+            feat (Tensor): (B, C, h, w) the student's last stage.
+            boxes (Tensor): (B, M, 4) xyxy boxes, input pixels.
+            img_shape (tuple): (H, W) of the input.
+
+        Returns:
+            Tensor: (B, M, K) logits.
+        """
+        pooled = box_pooled_features(feat, boxes, img_shape)
+        return self.head((pooled.flatten(0, 1), )).view(*boxes.shape[:2], -1)
 
     @torch.no_grad()
     def clean_feature_ce(self, student: StudentOutput, labels: Tensor,
@@ -693,9 +706,9 @@ class DAFClassifier(BaseClassifier):
             num_samples = student.sample_boxes.shape[1]
             boxes = torch.cat([boxes, student.sample_boxes.detach()], dim=1)
         batch_size, num_boxes = boxes.shape[:2]
-        pooled = box_pooled_features(student.feats[-1], boxes, img_shape)
-        logits = self.head((pooled.flatten(0, 1), ))
-        ce = F.cross_entropy(logits.float(), labels.repeat_interleave(num_boxes),
+        logits = self.box_logits(student.feats[-1], boxes, img_shape)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(),
+                             labels.repeat_interleave(num_boxes),
                              reduction='none').view(batch_size, num_boxes)
         if num_samples == 0:
             return ce, None
@@ -885,20 +898,18 @@ class DAFClassifier(BaseClassifier):
             ``heatmap`` (B,1,H/8,W/8); absent parts are None.
         """
         student = self.run_student(inputs)
-        student_logits = student.logits
+        # (B, *, K) logits that the student's prediction averages.
+        student_streams = [student.logits[:, None]]
         if self.predict_part_top_m > 0:
             top_m = min(self.predict_part_top_m, student.boxes.shape[1])
             # Boxes come sorted by SPPN score, so the first M are the top M.
             # All N part images, composed as in training; the first M count.
-            part_logits = self.part_logits(inputs, student.boxes)[:, :top_m]
-            student_logits = torch.cat([student.logits[:, None], part_logits],
-                                       dim=1).mean(dim=1)
-            student = student._replace(logits=student_logits)
+            student_streams.append(self.part_logits(inputs, student.boxes)[:, :top_m])
         if self.part_pool is not None and self.part_pool['predict']:
-            pooled_logits = self.part_pool_logits(student, inputs.shape[-2:])
-            student_logits = torch.cat([student.logits[:, None], pooled_logits],
-                                       dim=1).mean(dim=1)
-            student = student._replace(logits=student_logits)
+            student_streams.append(self.part_pool_logits(student, inputs.shape[-2:]))
+        if len(student_streams) > 1:
+            student = student._replace(
+                logits=torch.cat(student_streams, dim=1).mean(dim=1))
         extras = dict(student_logits=student.logits, teacher_logits=None,
                       part_boxes=student.boxes, part_scores=student.box_scores,
                       heatmap=student.heatmap)
