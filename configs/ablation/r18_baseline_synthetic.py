@@ -10,5 +10,5 @@ default_hooks = dict(logger=dict(interval=10))
 
 # Last stage at stride 16 (dilation 2), as in every synthetic DAF config: at
 # 64 px a stride-32 C5 is 2x2, where CUB's 448 px give 14x14
-# (docs/benchmarks.md, "Feature maps of 2x2").
+# (docs/benchmarks_history.md, "Feature maps of 2x2").
 model = dict(backbone=dict(strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2)))

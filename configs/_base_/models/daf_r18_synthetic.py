@@ -26,8 +26,8 @@ model = dict(
     # C4 and C5 through the top-down path. 32 channels (FPN output and score
     # tower): on the validation set, 6 seeds, within one spread of 64 in
     # top-1 and hit rate, and inference 1.08-1.13 two backbone passes
-    # against 1.16-1.17 (docs/benchmarks.md, "The SPPN's width on the
-    # synthetic set").
+    # against 1.16-1.17 (docs/benchmarks_history.md, "The SPPN's width on
+    # the synthetic set").
     sppn_neck=dict(
         _delete_=True,
         _scope_='mmdet',
@@ -79,7 +79,8 @@ model = dict(
     # only, the student's own cross entropy falls as fast as the baseline's,
     # and the part pass keeps no graph (cheaper step). On the validation set
     # the complete DAF went from 65.7 to 67.0, its student from 64.5 to 65.4
-    # (docs/benchmarks.md). The paper's end-to-end training is 1.0 (CUB).
+    # (docs/benchmarks_history.md, "The part pass off the student
+    # backbone"). The paper's end-to-end training is 1.0 (CUB).
     # Moot while loss_concentrate is None (below): no part pass in training.
     part_backbone_grad_scale=0.0,
     # No concentrate loss (L_con, the paper's): on the validation set, 6
@@ -105,7 +106,7 @@ model = dict(
     # a random sample in 51 % of the pairs against 67-68 % with either kind
     # alone. On the validation set, 6 seeds: hit rate 43.3 +- 1.9 against
     # 40.3 +- 2.1, top-1 66.9 +- 1.7 against 67.0 +- 0.8
-    # (docs/benchmarks.md, "One kind of cross entropy for the ranking").
+    # (docs/benchmarks_history.md, "One kind of cross entropy for the ranking").
     proposal_rank_ce='window',
     teacher=dict(
         backbone=dict(

@@ -40,7 +40,7 @@ model = dict(
     # 18 anchor shapes on the stride-8 grid (2.3x the anchors). On the
     # synthetic validation set the same halving (64 -> 32) kept top-1 and the
     # hit rate within one spread over 6 seeds (66.4 vs 67.4, hit 47.4 vs 45.0;
-    # docs/benchmarks.md, "The SPPN's width on the synthetic set").
+    # docs/benchmarks_history.md, "The SPPN's width on the synthetic set").
     sppn_neck=dict(
         _scope_='mmdet',
         type='FPN',

@@ -276,7 +276,8 @@ class DAFClassifier(BaseClassifier):
             so its cross entropy runs lower or higher than the whole image's
             depending on the checkpoint; mixed, a proposal is ranked against
             a sample by the kind of input as much as by the box
-            (docs/benchmarks.md). Without ``single_box_crop`` the samples are
+            (docs/benchmarks_history.md, "One kind of cross entropy for the
+            ranking"). Without ``single_box_crop`` the samples are
             whole images like the part images and ``'window'`` changes
             nothing; steps without samples rank the proposals by their part
             images either way. Defaults to ``'part_image'``.
