@@ -360,6 +360,23 @@ def test_clean_feature_ranking_runs_one_backbone_pass():
     assert with_con.part_pass_needed(sampling=True) is True
 
 
+def _cell_boxes(cell: int, cells) -> torch.Tensor:
+    """(2, len(cells), 4): per image, boxes covering exactly the given cells."""
+    boxes = [[col * cell, row * cell, (col + 1) * cell, (row + 1) * cell]
+             for row, col in cells]
+    return torch.tensor([boxes] * 2, dtype=torch.float32)
+
+
+def _recording(method, seen: dict, key: str):
+    """``method`` that also stores what it returns in ``seen[key]``."""
+
+    def wrapper(*args, **kwargs):
+        seen[key] = method(*args, **kwargs)
+        return seen[key]
+
+    return wrapper
+
+
 def test_clean_feature_ce_is_the_head_on_the_cells_under_each_box():
     model = build(teacher=None, distill=None, fusion_head=None, **CLEAN_RANK).train()
     data = batch(batch_size=2)
@@ -370,13 +387,9 @@ def test_clean_feature_ce_is_the_head_on_the_cells_under_each_box():
     cell = SIZE // c5.shape[-1]  # stride 16 at 64 px: a 4 x 4 map
     assert c5.shape[-2:] == (4, 4)
 
-    def cell_box(row, col):  # exactly one cell of the map
-        return [col * cell, row * cell, (col + 1) * cell, (row + 1) * cell]
-
     # Per image: proposals on cells (0, 0) and (2, 3), one sample on (3, 1).
-    boxes = torch.tensor([[cell_box(0, 0), cell_box(2, 3)]] * 2, dtype=torch.float32)
-    samples = torch.tensor([[cell_box(3, 1)]] * 2, dtype=torch.float32)
-    student = student._replace(boxes=boxes, sample_boxes=samples)
+    student = student._replace(boxes=_cell_boxes(cell, [(0, 0), (2, 3)]),
+                               sample_boxes=_cell_boxes(cell, [(3, 1)]))
     proposal_ce, sample_ce = model.clean_feature_ce(student, labels, (SIZE, SIZE))
     assert proposal_ce.shape == (2, 2) and sample_ce.shape == (2, 1)
     for (row, col), ce in (((0, 0), proposal_ce[:, 0]), ((2, 3), proposal_ce[:, 1]),
@@ -394,19 +407,14 @@ def test_clean_feature_ce_is_the_head_on_the_cells_under_each_box():
 def test_clean_feature_ranking_feeds_the_sppn_ranking_loss():
     model = build(teacher=None, distill=None, fusion_head=None, **CLEAN_RANK)
     seen = {}
-    original_ce = model.clean_feature_ce
-
-    def recording_ce(*args):
-        seen['ce'] = original_ce(*args)
-        return seen['ce']
-
     original_loss = model.sppn_head.loss
 
     def recording_loss(boxes, scores, part_ce, area, **samples):
         seen['part_ce'], seen['sample_ce'] = part_ce, samples.get('sample_ce')
         return original_loss(boxes, scores, part_ce, area, **samples)
 
-    with patch.object(model, 'clean_feature_ce', recording_ce), \
+    with patch.object(model, 'clean_feature_ce',
+                      _recording(model.clean_feature_ce, seen, 'ce')), \
             patch.object(model.sppn_head, 'loss', recording_loss):
         model(**batch(), mode='loss')
     assert seen['part_ce'] is seen['ce'][0]
@@ -428,13 +436,6 @@ def test_rank_target_errors_name_the_conflicting_option(overrides, message):
 POOL = dict(part_pool=dict(top_m=2, loss_weight=0.5))
 
 
-def _cell_boxes(cell: int, cells) -> torch.Tensor:
-    """(2, len(cells), 4): per image, boxes covering exactly the given cells."""
-    boxes = [[col * cell, row * cell, (col + 1) * cell, (row + 1) * cell]
-             for row, col in cells]
-    return torch.tensor([boxes] * 2, dtype=torch.float32)
-
-
 def test_part_pool_logits_are_the_head_on_the_top_m_proposal_cells():
     model = build(teacher=None, distill=None, fusion_head=None, **POOL).eval()
     data = batch(batch_size=2)
@@ -453,13 +454,8 @@ def test_part_pool_logits_are_the_head_on_the_top_m_proposal_cells():
 def test_part_pool_loss_trains_the_backbone_but_not_the_proposals():
     model = build(teacher=None, distill=None, fusion_head=None, **POOL)
     seen = {}
-    original = model.part_pool_logits
-
-    def recording(*args):
-        seen['logits'] = original(*args)
-        return seen['logits']
-
-    with patch.object(model, 'part_pool_logits', recording):
+    with patch.object(model, 'part_pool_logits',
+                      _recording(model.part_pool_logits, seen, 'logits')):
         losses = model(**batch(), mode='loss')
     labels = torch.tensor([0, 1])
     expected = 0.5 * torch.nn.functional.cross_entropy(
