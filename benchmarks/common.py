@@ -103,13 +103,16 @@ def model_cfg_with_preprocessor(cfg):
     return model_cfg
 
 
-def load_trained_model(config_file: str, checkpoint: str) -> Tuple[Any, Any]:
+def load_trained_model(config_file: str, checkpoint: str,
+                       cfg_options: Optional[dict] = None) -> Tuple[Any, Any]:
     """The config's model with the checkpoint's weights, in eval mode.
 
     Args:
         config_file (str): the config, e.g. the one a run dumped into its
             work dir.
         checkpoint (str): the weights to load.
+        cfg_options (dict, optional): keys to override before the model is
+            built (``--cfg-options``), e.g. an inference-time NMS threshold.
 
     Returns:
         tuple: ``(cfg, model)``; the model has the config's top-level data
@@ -118,7 +121,7 @@ def load_trained_model(config_file: str, checkpoint: str) -> Tuple[Any, Any]:
     from mmengine.runner import load_checkpoint
     from mmpretrain.registry import MODELS
 
-    cfg = load_config(config_file)
+    cfg = load_config(config_file, cfg_options)
     model = MODELS.build(model_cfg_with_preprocessor(cfg))
     load_checkpoint(model, checkpoint, map_location='cpu', logger='silent')
     model.eval()

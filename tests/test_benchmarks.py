@@ -282,6 +282,7 @@ def test_out_without_an_extension_is_written_as_json(tmp_path):
     ('learning', []),
     ('speed', ['--quick']),
     ('anchor_ranking', ['cfg.py', 'ckpt.pth', '--data-root', 'data']),
+    ('box_probe', ['run_dir', '--data-root', 'data']),
 ])
 def test_every_benchmark_checks_out_before_the_run(name, argv, tmp_path, capsys):
     module = _import(name)
@@ -768,7 +769,8 @@ def test_curves_are_evaluated_by_the_scripts_internal_mode(tmp_path, monkeypatch
     assert seen == [(str(tmp_path / 'x.py'), checkpoints, '/data', 8)]
     assert result == json.loads(out.read_text()) == dict(top1=[0.5, 1.0])
 
-@pytest.mark.parametrize('name', ['speed', 'learning', 'anchor_ranking', 'grad_norms'])
+@pytest.mark.parametrize('name', ['speed', 'learning', 'anchor_ranking', 'grad_norms',
+                                  'box_probe'])
 def test_every_benchmark_runs_as_a_script_from_any_folder(name, tmp_path):
     # The scripts put the repository root on sys.path for their helper modules.
     import subprocess

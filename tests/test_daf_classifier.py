@@ -433,6 +433,60 @@ def test_rank_target_errors_name_the_conflicting_option(overrides, message):
         build(**overrides)
 
 
+def test_rank_context_averages_each_window_with_the_image_logits():
+    model = build(teacher=None, distill=None, fusion_head=None).eval()
+    data = batch(batch_size=2)
+    labels = torch.tensor([0, 3])
+    boxes = torch.tensor([[[0., 0., 12., 12.], [30., 20., 44., 30.]],
+                          [[10., 40., 20., 54.], [50., 50., 62., 60.]]])
+    context = torch.tensor([[3., 0., 0., -1.], [0., 0., 2., 0.]])
+    with torch.no_grad():
+        windows = model.part_image_generator.single_box_windows(data['inputs'], boxes,
+                                                                model.single_box_crop)
+        window_logits = model.student_logits(model.backbone(windows)).view(2, 2, -1)
+        alone = model.single_box_ce(data['inputs'], boxes, labels)
+        joined = model.single_box_ce(data['inputs'], boxes, labels, context_logits=context)
+    expected_alone = -window_logits.log_softmax(-1)[[0, 0, 1, 1], [0, 1, 0, 1],
+                                                    [0, 0, 3, 3]].view(2, 2)
+    mean_logits = (window_logits + context[:, None]) / 2
+    expected_joined = -mean_logits.log_softmax(-1)[[0, 0, 1, 1], [0, 1, 0, 1],
+                                                   [0, 0, 3, 3]].view(2, 2)
+    torch.testing.assert_close(alone, expected_alone)
+    torch.testing.assert_close(joined, expected_joined)
+    assert not torch.allclose(alone, joined)
+
+
+@pytest.mark.parametrize('rank_context', ['none', 'image'])
+def test_rank_context_passes_the_detached_image_logits_to_the_windows(rank_context):
+    model = build(teacher=None, distill=None, fusion_head=None, rank_context=rank_context)
+    seen = {}
+    original = model.single_box_ce
+
+    def recording(*args, **kwargs):
+        seen['context'] = kwargs.get('context_logits')
+        return original(*args, **kwargs)
+
+    with patch.object(model, 'run_student', _recording(model.run_student, seen, 'student')), \
+            patch.object(model, 'single_box_ce', recording):
+        model(**batch(), mode='loss')
+    if rank_context == 'none':
+        assert seen['context'] is None
+    else:
+        assert not seen['context'].requires_grad
+        torch.testing.assert_close(seen['context'], seen['student'].logits.detach())
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(rank_context='boxes'), "rank_context must be one of .* got 'boxes'"),
+    (dict(rank_context='image', single_box_crop=0), 'got single_box_crop=0'),
+    (dict(rank_context='image', proposal_rank_ce='part_image'),
+     "proposal_rank_ce='part_image'"),
+])
+def test_rank_context_errors_name_the_conflicting_option(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build(**overrides)
+
+
 POOL = dict(part_pool=dict(top_m=2, loss_weight=0.5))
 
 

@@ -11,7 +11,8 @@ pretrained = 'checkpoints/r18-w32_synthetic-generic_64px.pth'
 # weights are the same as at stride 32): at 64 px a stride-32 C5 is 2x2, too
 # coarse for the teacher's part attention filter and bilinear pooling, which
 # see 14x14 on CUB at 448 px. It took the teacher from 52 to 63 % on the
-# validation set; the baseline config gets the same stride (docs/benchmarks.md).
+# validation set; the baseline config gets the same stride
+# (docs/benchmarks.md, "Why the defaults").
 last_stage_stride_16 = dict(strides=(1, 2, 2, 1), dilations=(1, 1, 1, 2))
 
 model = dict(
@@ -39,13 +40,13 @@ model = dict(
         feat_channels=32,
         # Fixed anchors, scored and ranked (NTS-Net style): with regression
         # the boxes drifted to image-high strips on the border, since only
-        # R_IOU and R_area act on them (docs/benchmarks.md).
+        # R_IOU and R_area act on them (docs/benchmarks.md, "Why the defaults").
         regress_boxes=False,
         # Part-sized proposals only: anchors of square-equivalent sides 10 and
         # 14 px (3 ratios) on the stride-8 grid of P3. With 20-57 px anchors
         # on P4/P5 as well, the ranking picked the large boxes (more of the
         # bird stays sharp) and the proposals hit parts no more often than
-        # random boxes of their size (docs/benchmarks.md).
+        # random boxes of their size (docs/benchmarks.md, "Why the defaults").
         anchor_generator=dict(
             type='AnchorGenerator',
             strides=[8],
@@ -72,7 +73,8 @@ model = dict(
     # sigma 3.2 px at 64 px: the 12-15 px parts are unreadable outside the box.
     part_images=dict(type='PartImageGenerator', blur_sigma_ratio=1 / 20),
     # The SPPN losses train the FPN and SPPN head only: their gradient into the
-    # student backbone cost the student 7 points here (docs/benchmarks.md).
+    # student backbone cost the student 7 points here
+    # (docs/benchmarks.md, "Why the defaults").
     sppn_detach_input=True,
     # The part images' losses train the student head but not its backbone:
     # the backbone then learns from the clean images (and the distillation)
@@ -123,7 +125,7 @@ model = dict(
     # at chance (the first epochs, or a data set it learns slowly) then pulls
     # the student nowhere. Within one spread of the paper's 'all' on the
     # validation set; on an untuned set 'all' sank the student
-    # (docs/benchmarks.md).
+    # (docs/benchmarks.md, "Why the defaults").
     distill=dict(student_channels=128, teacher_channels=128, gate='teacher_correct'),
     fusion_head=dict(num_classes=10),
 )

@@ -26,6 +26,7 @@ LOSS_GROUPS = ('student', 'teacher', 'fusion')
 DISTILL_GATES = ('all', 'teacher_correct', 'teacher_better')
 PROPOSAL_RANK_CE = ('part_image', 'window')
 RANK_TARGETS = ('part_images', 'clean_features')
+RANK_CONTEXTS = ('none', 'image')
 PART_POOL_BOXES = ('proposals', 'random')
 
 
@@ -245,7 +246,7 @@ class DAFClassifier(BaseClassifier):
             statistics alone; ``'running'`` uses the running statistics;
             ``'shared'`` is plain train mode (the part images get their own
             batch statistics and enter the running statistics). Defaults to
-            ``'clean'`` (docs/benchmarks.md has the measurement).
+            ``'clean'`` (docs/benchmarks.md, "Why the defaults").
         sppn_detach_input (bool): stop the SPPN losses' gradient at the SPPN's
             input, so that only the SPPN (FPN + head) learns from them and the
             student backbone does not. Defaults to False (the paper trains
@@ -289,6 +290,14 @@ class DAFClassifier(BaseClassifier):
             (:meth:`clean_feature_ce`), no backbone pass per box; needs
             ``single_box_crop=0`` and ``proposal_rank_ce='part_image'``.
             Defaults to ``'part_images'``.
+        rank_context (str): ``'none'`` ranks each box by its window's cross
+            entropy alone. ``'image'`` ranks it by the cross entropy of the
+            mean of its window's logits and the clean image's (detached):
+            of the prediction the box would join (``part_pool.predict``).
+            A box then ranks high for what it adds to the image, not for
+            what it says alone, so the one most telling part no longer
+            takes every proposal. Needs ``single_box_crop > 0`` and
+            ``proposal_rank_ce='window'``. Defaults to ``'none'``.
         part_pool (dict, optional): ``dict(top_m=3, loss_weight=1.0,
             predict=True, boxes='proposals')``. The student head also
             classifies the last stage averaged inside each of the top-M
@@ -341,6 +350,7 @@ class DAFClassifier(BaseClassifier):
                  single_box_crop: int = 0,
                  proposal_rank_ce: str = 'part_image',
                  rank_target: str = 'part_images',
+                 rank_context: str = 'none',
                  part_pool: Optional[dict] = None,
                  loss_concentrate: Optional[dict] = None,
                  teacher: Optional[dict] = None,
@@ -416,6 +426,19 @@ class DAFClassifier(BaseClassifier):
                 f'single_box_crop={single_box_crop}, '
                 f'proposal_rank_ce={proposal_rank_ce!r}')
         self.rank_target = rank_target
+        if rank_context not in RANK_CONTEXTS:
+            raise ValueError(f'DAFClassifier: rank_context must be one of '
+                             f'{RANK_CONTEXTS}, got {rank_context!r}')
+        if rank_context == 'image' and (single_box_crop == 0
+                                        or proposal_rank_ce != 'window'
+                                        or rank_target != 'part_images'):
+            raise ValueError(
+                "DAFClassifier: rank_context='image' ranks the proposals and "
+                'the samples by their windows; set single_box_crop > 0, '
+                "proposal_rank_ce='window' and rank_target='part_images', got "
+                f'single_box_crop={single_box_crop}, '
+                f'proposal_rank_ce={proposal_rank_ce!r}, rank_target={rank_target!r}')
+        self.rank_context = rank_context
         self.part_pool = None
         if part_pool is not None:
             part_pool = dict(part_pool)
@@ -586,7 +609,8 @@ class DAFClassifier(BaseClassifier):
     @torch.no_grad()
     def single_box_ce(self, inputs: Tensor, boxes: Tensor, labels: Tensor,
                       clean_bn_stats: Optional[dict] = None,
-                      crop: Optional[int] = None) -> Tensor:
+                      crop: Optional[int] = None,
+                      context_logits: Optional[Tensor] = None) -> Tensor:
         """Ground-truth cross entropy of one part image per box, no gradient.
 
         Each part image keeps only its own box sharp (no other boxes), so its
@@ -602,6 +626,9 @@ class DAFClassifier(BaseClassifier):
             clean_bn_stats (dict, optional): as in :meth:`part_logits`.
             crop (int, optional): the window side S, 0 for whole images;
                 defaults to ``single_box_crop``.
+            context_logits (Tensor, optional): (B, num_classes) logits that
+                each box's logits are averaged with before the cross entropy
+                (``rank_context='image'``).
 
         Returns:
             Tensor: (B, K) float32 cross entropies.
@@ -614,12 +641,15 @@ class DAFClassifier(BaseClassifier):
             part_imgs = self.part_image_generator.single_box_images(inputs, boxes)
         with self._part_bn_context(clean_bn_stats):
             logits = self.student_logits(self.backbone(part_imgs))
+        if context_logits is not None:
+            logits = (logits + context_logits.repeat_interleave(num_boxes, dim=0)) / 2
         return F.cross_entropy(logits.float(), labels.repeat_interleave(num_boxes),
                                reduction='none').view(batch_size, num_boxes)
 
     def ranked_sample_ce(self, inputs: Tensor, boxes: Tensor, sample_boxes: Tensor,
                          labels: Tensor, part_ce: Optional[Tensor],
-                         clean_bn_stats: Optional[dict] = None) -> Tuple[Tensor, Tensor]:
+                         clean_bn_stats: Optional[dict] = None,
+                         image_logits: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
         """The cross entropies that rank the proposals with the samples.
 
         Args:
@@ -631,6 +661,9 @@ class DAFClassifier(BaseClassifier):
                 cross entropy; not read (may be None) when the proposals are
                 ranked by their windows.
             clean_bn_stats (dict, optional): as in :meth:`part_logits`.
+            image_logits (Tensor, optional): (B, num_classes) the clean
+                image's logits; with ``rank_context='image'`` each window's
+                logits are averaged with them.
 
         Returns:
             tuple: (B, N) for the proposals (``part_ce`` itself unless
@@ -641,7 +674,11 @@ class DAFClassifier(BaseClassifier):
             return part_ce, self.single_box_ce(inputs, sample_boxes, labels,
                                                clean_bn_stats)
         all_boxes = torch.cat([boxes.detach(), sample_boxes], dim=1)
-        all_ce = self.single_box_ce(inputs, all_boxes, labels, clean_bn_stats)
+        if self.rank_context == 'image':
+            all_ce = self.single_box_ce(inputs, all_boxes, labels, clean_bn_stats,
+                                        context_logits=image_logits.detach())
+        else:
+            all_ce = self.single_box_ce(inputs, all_boxes, labels, clean_bn_stats)
         return all_ce.split([boxes.shape[1], sample_boxes.shape[1]], dim=1)
 
     def part_pool_logits(self, student: StudentOutput,
@@ -848,7 +885,7 @@ class DAFClassifier(BaseClassifier):
             elif sampling:
                 rank_part_ce, sample_ce = self.ranked_sample_ce(
                     inputs, student.boxes, student.sample_boxes, labels, part_ce,
-                    clean_bn_stats)
+                    clean_bn_stats, image_logits=student.logits)
                 ranked_samples = dict(sample_scores=student.sample_scores,
                                       sample_ce=sample_ce)
             sppn_losses = self.sppn_head.loss(student.boxes, student.box_scores,

@@ -110,7 +110,8 @@ class SPPNHead(BaseModule):
             them together with the N proposals, using single-box part images.
             Without them the ranking loss only ever orders the N boxes the
             head already scores highest, so anchors it never proposes get no
-            content signal (docs/benchmarks.md). Defaults to 0 (the paper).
+            content signal (docs/benchmarks.md, "Why the defaults").
+            Defaults to 0 (the paper).
         inside_image (bool): True keeps only the anchors that lie wholly
             inside the image as candidates (with the object mask, where
             given): a prior that needs no heatmap against proposals on the
@@ -132,7 +133,7 @@ class SPPNHead(BaseModule):
             ``norm_cfg=dict(type='GN')``), which keeps the pre-activations
             centred whatever the scale of the weights. Without it (0, the
             default) the demo's 32-channel score tower ended with every ReLU
-            at zero and constant scores (docs/benchmarks.md).
+            at zero and constant scores (docs/benchmarks.md, "Why the defaults").
     """
 
     def __init__(self,

@@ -1,0 +1,328 @@
+"""Which boxes carry the class? The classifier head on the last stage pooled
+in boxes, on the test split of a synthetic set.
+
+For each trained run (a work dir of ``benchmarks/learning.py``: its dumped
+config and final checkpoint) the script takes the student's last stage (a
+plain classifier's backbone output), averages it inside boxes (cells weighted
+by their overlap, :func:`mmdaf.models.utils.box_pooled_features`, as
+``DAFClassifier(part_pool=...)`` does) and classifies each pooled vector with
+the model's own head. Boxes of four kinds, per image:
+
+- ``parts``: the ground-truth part regions of ``parts/part_boxes.txt``;
+- ``parts_random``: the same regions moved to random positions (sizes kept);
+- ``proposals``: the SPPN's top-M proposals (models with an SPPN);
+- ``proposals_random``: the proposals moved to random positions.
+
+For a model that ranks its boxes by S x S windows (``single_box_crop``) it
+also measures ``window.<part>``: the share of right answers of the student on
+the window of each ground-truth part (the part sharp, the rest blurred, as the
+ranking target sees a box; part names from ``parts/parts.txt``), and
+``window.random`` on windows of the same regions moved at random. A part
+whose windows score no better than random windows is invisible to the ranking
+target: no proposal is trained to go there.
+
+For each kind it prints ``each`` (the share of boxes whose own logits are
+right), ``mean`` (top-1 of the boxes' mean logits) and ``with_image`` (top-1
+of the mean of the image's logits and the boxes' logits: the student
+prediction of ``part_pool.predict``); ``image`` is the head on the whole
+image. For the proposals it also splits ``each`` by whether the box hits a
+part (its centre in a part region, as the hit rate counts).
+
+``parts`` far above ``parts_random`` says the features where the parts are
+carry the class better than features elsewhere: pooling there can help, and
+proposals that hit more parts would help more. ``parts`` near
+``parts_random`` says the last stage does not localise the class at this
+resolution: which boxes are pooled then matters little. Usage::
+
+    python benchmarks/box_probe.py work_dirs/val_v5/v7_lhm_pool.py_seed{0,1,2} \\
+        --data-root work_dirs/val_v5/data/synthetic_c8_tr60_te100_s64_p1.6_seed1 \\
+        --out work_dirs/box_probe.json
+"""
+import argparse
+import os.path as osp
+import sys
+from collections import defaultdict
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from mmengine.config import DictAction
+
+REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+if REPO_ROOT not in sys.path:
+    sys.path.insert(0, REPO_ROOT)
+from benchmarks.common import (  # noqa: E402
+    build_test_loader,
+    check_out_path,
+    load_trained_model,
+    read_image_ids,
+    read_part_boxes,
+    write_json,
+)
+from benchmarks.learning_metrics import box_centre_hits  # noqa: E402
+
+KINDS = ('parts', 'parts_random', 'proposals', 'proposals_random')
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('runs', nargs='+',
+                        help='work dirs of trained runs (one dumped config and '
+                        'a last_checkpoint file each)')
+    parser.add_argument('--data-root', required=True, help='the synthetic set')
+    parser.add_argument('--top-m', type=int, default=3,
+                        help='proposals pooled per image (default 3)')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the random positions (default 0)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override keys of every run\'s config, e.g. '
+                        'model.sppn_head.nms_iou_thr=0.01')
+    parser.add_argument('--out', help='write the results as JSON to this path')
+    args = parser.parse_args(argv)
+    check_out_path(parser, args.out)
+    if args.top_m < 1:
+        parser.error(f'--top-m must be >= 1, got {args.top_m}')
+    return args
+
+
+def run_files(run_dir: str) -> Dict[str, str]:
+    """The dumped config and the final checkpoint of one run's work dir."""
+    from benchmarks.learning_eval import _dumped_config
+    pointer = osp.join(run_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        raise FileNotFoundError(f'{pointer} not found: is {run_dir} a finished run?')
+    with open(pointer) as f:
+        checkpoint = f.read().strip()
+    if not osp.isabs(checkpoint) or not osp.isfile(checkpoint):
+        checkpoint = osp.join(run_dir, osp.basename(checkpoint))
+    return dict(config=_dumped_config(run_dir), checkpoint=checkpoint)
+
+
+class BoxClassifier:
+    """The last stage, the head and the proposals of a trained model.
+
+    Works for a ``DAFClassifier`` (its student) and for a plain mmpretrain
+    ``ImageClassifier`` (its backbone's last output; no proposals).
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.is_daf = hasattr(model, 'run_student')
+
+    def forward(self, inputs):
+        """(B, C, h, w) last stage, (B, K) image logits, (B, N, 4) proposals
+        or None."""
+        if self.is_daf:
+            student = self.model.run_student(inputs)
+            return student.feats[-1], student.logits, student.boxes
+        feat = self.model.backbone(inputs)[-1]
+        return feat, self.model.head((feat.mean(dim=(2, 3)), )), None
+
+    def box_logits(self, feat, boxes, img_shape):
+        """(B, M, K) head logits of ``feat`` pooled in the (B, M, 4) boxes."""
+        from mmdaf.models.utils import box_pooled_features
+        pooled = box_pooled_features(feat, boxes, img_shape)
+        return self.model.head((pooled.flatten(0, 1), )).view(*boxes.shape[:2], -1)
+
+
+class Tally:
+    """Counts of right answers per kind and measure."""
+
+    def __init__(self) -> None:
+        self.right = defaultdict(int)
+        self.total = defaultdict(int)
+        self.counts = defaultdict(list)
+
+    def add(self, name: str, correct) -> None:
+        correct = np.asarray(correct, dtype=bool).reshape(-1)
+        self.right[name] += int(correct.sum())
+        self.total[name] += correct.size
+
+    def add_count(self, name: str, count: int) -> None:
+        """One image's count, averaged per image by :meth:`shares`."""
+        self.counts[name].append(count)
+
+    def shares(self) -> Dict[str, float]:
+        shares = {name: 100.0 * self.right[name] / self.total[name]
+                  for name in sorted(self.total) if self.total[name]}
+        shares.update({name: float(np.mean(values))
+                       for name, values in self.counts.items()})
+        return shares
+
+
+def parts_hit(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> int:
+    """How many of the (P, 4) part regions hold the centre of at least one
+    of the (M, 4) boxes: how many different parts the boxes show."""
+    centres = (boxes_xyxy[:, None, :2] + boxes_xyxy[:, None, 2:]) / 2
+    inside = ((centres >= regions_xyxy[None, :, :2])
+              & (centres <= regions_xyxy[None, :, 2:])).all(axis=-1)
+    return int(inside.any(axis=0).sum())
+
+
+def tally_boxes(tally: Tally, kind: str, box_logits, image_logits, label: int) -> None:
+    """Add one image's (M, K) box logits of one kind to ``tally``."""
+    tally.add(f'{kind}.each', box_logits.argmax(dim=1).numpy() == label)
+    tally.add(f'{kind}.mean', int(box_logits.mean(dim=0).argmax()) == label)
+    with_image = (box_logits.sum(dim=0) + image_logits) / (len(box_logits) + 1)
+    tally.add(f'{kind}.with_image', int(with_image.argmax()) == label)
+
+
+def read_part_names(data_root: str) -> Dict[int, str]:
+    """part id -> name from ``parts/parts.txt``."""
+    path = osp.join(data_root, 'parts', 'parts.txt')
+    names = {}
+    with open(path) as f:
+        for line_no, line in enumerate(f, start=1):
+            fields = line.split(maxsplit=1)
+            if len(fields) != 2:
+                raise ValueError(f'{path}:{line_no}: expected "<part_id> <name>", '
+                                 f'got {line!r}')
+            names[int(fields[0])] = fields[1].strip()
+    return names
+
+
+def read_part_ids(data_root: str) -> Dict[int, List[int]]:
+    """image id -> the part ids of its rows of ``parts/part_boxes.txt``, in the
+    order :func:`benchmarks.common.read_part_boxes` returns the regions."""
+    ids: Dict[int, List[int]] = {}
+    with open(osp.join(data_root, 'parts', 'part_boxes.txt')) as f:
+        for line in f:
+            fields = line.split()
+            ids.setdefault(int(fields[0]), []).append(int(fields[1]))
+    return ids
+
+
+def tally_windows(tally: Tally, model, inputs, regions, part_names: List[str],
+                  labels, generator) -> None:
+    """Add the student's answers on the S x S window of every part region
+    (``window.<name>``) and of the regions moved at random
+    (``window.random``), for a batch whose images all have P regions.
+
+    Args:
+        regions (Tensor): (B, P, 4) part regions, input pixels.
+        part_names (list): the P part names, in the regions' order.
+        labels (Tensor): (B, ) ground-truth labels.
+    """
+    from mmdaf.models.classifiers.daf_classifier import move_boxes_at_random
+    img_shape = tuple(inputs.shape[-2:])
+    moved = move_boxes_at_random(regions, img_shape, generator)
+    for name, boxes in (('parts', regions), ('random', moved)):
+        windows = model.part_image_generator.single_box_windows(
+            inputs, boxes, model.single_box_crop)
+        logits = model.student_logits(model.backbone(windows))
+        right = (logits.argmax(dim=1).view(boxes.shape[:2]) == labels[:, None]).numpy()
+        if name == 'random':
+            tally.add('window.random', right)
+            continue
+        for index, part in enumerate(part_names):
+            tally.add(f'window.{part}', right[:, index])
+
+
+def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
+              cfg_options: Optional[dict] = None) -> Dict[str, float]:
+    """The shares of right answers of every kind of box, for one run."""
+    import torch
+
+    from mmdaf.models.classifiers.daf_classifier import move_boxes_at_random
+
+    files = run_files(run_dir)
+    cfg, model = load_trained_model(files['config'], files['checkpoint'], cfg_options)
+    probe = BoxClassifier(model)
+    image_ids = read_image_ids(data_root)
+    regions = read_part_boxes(data_root)
+    images_dir = osp.join(data_root, 'images')
+    generator = torch.Generator().manual_seed(seed)
+    with_windows = probe.is_daf and getattr(model, 'single_box_crop', 0) > 0
+    part_names = read_part_names(data_root) if with_windows else {}
+    part_ids = read_part_ids(data_root) if with_windows else {}
+    tally = Tally()
+    with torch.no_grad():
+        for data in build_test_loader(cfg, data_root):
+            data = model.data_preprocessor(data, False)
+            inputs, samples = data['inputs'], data['data_samples']
+            img_shape = tuple(inputs.shape[-2:])
+            feat, image_logits, proposals = probe.forward(inputs)
+            if with_windows:
+                batch_ids = [image_ids[osp.relpath(s.img_path, images_dir)]
+                             for s in samples]
+                ids = part_ids[batch_ids[0]]
+                if any(part_ids[i] != ids for i in batch_ids):
+                    raise ValueError(f'{data_root}: the images of a batch list '
+                                     'different parts in parts/part_boxes.txt')
+                batch_regions = torch.as_tensor(
+                    np.stack([regions[i] for i in batch_ids]), dtype=inputs.dtype)
+                labels = torch.tensor([int(s.gt_label) for s in samples])
+                tally_windows(tally, model, inputs, batch_regions,
+                              [part_names[i] for i in ids], labels, generator)
+            for i, sample in enumerate(samples):
+                label = int(sample.gt_label)
+                tally.add('image', int(image_logits[i].argmax()) == label)
+                image_id = image_ids[osp.relpath(sample.img_path, images_dir)]
+                boxes = {'parts': torch.as_tensor(regions[image_id],
+                                                  dtype=feat.dtype)[None]}
+                if proposals is not None:
+                    boxes['proposals'] = proposals[i:i + 1, :top_m]
+                for kind in list(boxes):
+                    boxes[f'{kind}_random'] = move_boxes_at_random(
+                        boxes[kind], img_shape, generator)
+                logits = {kind: probe.box_logits(feat[i:i + 1], kind_boxes, img_shape)[0]
+                          for kind, kind_boxes in boxes.items()}
+                for kind, kind_logits in logits.items():
+                    tally_boxes(tally, kind, kind_logits, image_logits[i], label)
+                if proposals is not None:
+                    right = logits['proposals'].argmax(dim=1).numpy() == label
+                    hits = box_centre_hits(boxes['proposals'][0].numpy(),
+                                           regions[image_id])
+                    tally.add('proposals.each_hit', right[hits])
+                    tally.add('proposals.each_miss', right[~hits])
+                    for kind in ('proposals', 'proposals_random'):
+                        tally.add_count(f'{kind}.parts_hit', parts_hit(
+                            boxes[kind][0].numpy(), regions[image_id]))
+    return tally.shares()
+
+
+def summarise(per_run: Dict[str, Dict[str, float]]) -> Dict[str, List[float]]:
+    """measure -> [mean, std] over the runs that have it."""
+    names = sorted({name for shares in per_run.values() for name in shares})
+    summary = {}
+    for name in names:
+        values = [shares[name] for shares in per_run.values() if name in shares]
+        summary[name] = [float(np.mean(values)), float(np.std(values))]
+    return summary
+
+
+def print_summary(summary: Dict[str, List[float]], num_runs: int) -> None:
+    print(f'top-1 % over {num_runs} run(s), mean ± std')
+    print(f"  image: {summary['image'][0]:.1f} ± {summary['image'][1]:.1f}")
+    for kind in KINDS:
+        cells = [f'{m}: {summary[f"{kind}.{m}"][0]:.1f} ± {summary[f"{kind}.{m}"][1]:.1f}'
+                 for m in ('each', 'mean', 'with_image') if f'{kind}.{m}' in summary]
+        if cells:
+            print(f'  {kind}: ' + ', '.join(cells))
+    for name in ('proposals.each_hit', 'proposals.each_miss'):
+        if name in summary:
+            print(f'  {name}: {summary[name][0]:.1f} ± {summary[name][1]:.1f}')
+    windows = [name for name in summary if name.startswith('window.')]
+    if windows:
+        print('  student on S x S windows: ' + ', '.join(
+            f'{name[len("window."):]} {summary[name][0]:.1f}' for name in windows))
+    for name in ('proposals.parts_hit', 'proposals_random.parts_hit'):
+        if name in summary:
+            print(f'  {name} (different parts per image): '
+                  f'{summary[name][0]:.2f} ± {summary[name][1]:.2f}')
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    args = parse_args(argv)
+    per_run = {run: probe_run(run, args.data_root, args.top_m, args.seed,
+                              args.cfg_options)
+               for run in args.runs}
+    summary = summarise(per_run)
+    print_summary(summary, len(per_run))
+    result = dict(data_root=args.data_root, top_m=args.top_m, seed=args.seed,
+                  cfg_options=args.cfg_options, per_run=per_run, summary=summary)
+    write_json(result, args.out)
+    return result
+
+
+if __name__ == '__main__':
+    main()
