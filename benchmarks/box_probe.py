@@ -13,10 +13,10 @@ the model's own head. Boxes of four kinds, per image:
 - ``proposals``: the SPPN's top-M proposals (models with an SPPN);
 - ``proposals_random``: the proposals moved to random positions.
 
-For a model that ranks its boxes by S x S windows (``single_box_crop``) it
-also measures ``window.<part>``: the share of right answers of the student on
-the window of each ground-truth part (the part sharp, the rest blurred, as the
-ranking target sees a box; part names from ``parts/parts.txt``), and
+For a DAF model it also measures ``window.<part>``: the share of right answers
+of the student on the ``--window`` S x S window of each ground-truth part (the
+part sharp, the rest blurred, as the window ranking target sees a box; part
+names from ``parts/parts.txt``), and
 ``window.random`` on windows of the same regions moved at random. A part
 whose windows score no better than random windows is invisible to the ranking
 target: no proposal is trained to go there.
@@ -71,6 +71,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--data-root', required=True, help='the synthetic set')
     parser.add_argument('--top-m', type=int, default=3,
                         help='proposals pooled per image (default 3)')
+    parser.add_argument('--window', type=int, default=24,
+                        help='side of the part windows in pixels (default 24, the '
+                        'synthetic configs\' single_box_crop); 0 skips them')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the random positions (default 0)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -81,6 +84,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     check_out_path(parser, args.out)
     if args.top_m < 1:
         parser.error(f'--top-m must be >= 1, got {args.top_m}')
+    if args.window < 0:
+        parser.error(f'--window must be >= 0, got {args.window}')
     return args
 
 
@@ -192,7 +197,7 @@ def read_part_ids(data_root: str) -> Dict[int, List[int]]:
 
 
 def tally_windows(tally: Tally, model, inputs, regions, part_names: List[str],
-                  labels, generator) -> None:
+                  labels, generator, window: int) -> None:
     """Add the student's answers on the S x S window of every part region
     (``window.<name>``) and of the regions moved at random
     (``window.random``), for a batch whose images all have P regions.
@@ -201,13 +206,13 @@ def tally_windows(tally: Tally, model, inputs, regions, part_names: List[str],
         regions (Tensor): (B, P, 4) part regions, input pixels.
         part_names (list): the P part names, in the regions' order.
         labels (Tensor): (B, ) ground-truth labels.
+        window (int): the window side S in pixels.
     """
     from mmdaf.models.classifiers.daf_classifier import move_boxes_at_random
     img_shape = tuple(inputs.shape[-2:])
     moved = move_boxes_at_random(regions, img_shape, generator)
     for name, boxes in (('parts', regions), ('random', moved)):
-        windows = model.part_image_generator.single_box_windows(
-            inputs, boxes, model.single_box_crop)
+        windows = model.part_image_generator.single_box_windows(inputs, boxes, window)
         logits = model.student_logits(model.backbone(windows))
         right = (logits.argmax(dim=1).view(boxes.shape[:2]) == labels[:, None]).numpy()
         if name == 'random':
@@ -218,7 +223,7 @@ def tally_windows(tally: Tally, model, inputs, regions, part_names: List[str],
 
 
 def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
-              cfg_options: Optional[dict] = None) -> Dict[str, float]:
+              cfg_options: Optional[dict] = None, window: int = 24) -> Dict[str, float]:
     """The shares of right answers of every kind of box, for one run."""
     import torch
 
@@ -231,7 +236,7 @@ def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
     regions = read_part_boxes(data_root)
     images_dir = osp.join(data_root, 'images')
     generator = torch.Generator().manual_seed(seed)
-    with_windows = probe.is_daf and getattr(model, 'single_box_crop', 0) > 0
+    with_windows = probe.is_daf and window > 0
     part_names = read_part_names(data_root) if with_windows else {}
     part_ids = read_part_ids(data_root) if with_windows else {}
     tally = Tally()
@@ -252,7 +257,7 @@ def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
                     np.stack([regions[i] for i in batch_ids]), dtype=inputs.dtype)
                 labels = torch.tensor([int(s.gt_label) for s in samples])
                 tally_windows(tally, model, inputs, batch_regions,
-                              [part_names[i] for i in ids], labels, generator)
+                              [part_names[i] for i in ids], labels, generator, window)
             for i, sample in enumerate(samples):
                 label = int(sample.gt_label)
                 tally.add('image', int(image_logits[i].argmax()) == label)
@@ -303,7 +308,7 @@ def print_summary(summary: Dict[str, List[float]], num_runs: int) -> None:
             print(f'  {name}: {summary[name][0]:.1f} ± {summary[name][1]:.1f}')
     windows = [name for name in summary if name.startswith('window.')]
     if windows:
-        print('  student on S x S windows: ' + ', '.join(
+        print('  student on the part windows: ' + ', '.join(
             f'{name[len("window."):]} {summary[name][0]:.1f}' for name in windows))
     for name in ('proposals.parts_hit', 'proposals_random.parts_hit'):
         if name in summary:
@@ -314,11 +319,12 @@ def print_summary(summary: Dict[str, List[float]], num_runs: int) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
     per_run = {run: probe_run(run, args.data_root, args.top_m, args.seed,
-                              args.cfg_options)
+                              args.cfg_options, args.window)
                for run in args.runs}
     summary = summarise(per_run)
     print_summary(summary, len(per_run))
     result = dict(data_root=args.data_root, top_m=args.top_m, seed=args.seed,
+                  window=args.window,
                   cfg_options=args.cfg_options, per_run=per_run, summary=summary)
     write_json(result, args.out)
     return result

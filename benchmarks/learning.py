@@ -80,6 +80,7 @@ from benchmarks.learning_eval import (  # noqa: E402
     evaluate_epoch_curves,
 )
 from benchmarks.learning_presets import (  # noqa: E402
+    CLUTTERS,
     CONFIGS,
     DEFAULT_CONFIGS,
     EPOCHS,
@@ -113,6 +114,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--img-size', type=int)
     parser.add_argument('--part-scale', type=float,
                         help='part enlargement of the synthetic set (1.6: CUB-like)')
+    parser.add_argument('--clutter', choices=CLUTTERS,
+                        help='"parts": the clutter holds part-like shapes in part '
+                        'colours; "plain": it does not')
     parser.add_argument('--train-per-class', type=int)
     parser.add_argument('--test-per-class', type=int)
     parser.add_argument('--cfg-options', nargs='+', metavar='KEY=VALUE',
@@ -192,7 +196,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         settings=dict(configs=list(args.configs), seeds=args.seeds, preset=args.preset,
                       data_seed=args.data_seed, epochs=args.epochs,
                       num_classes=args.num_classes, img_size=args.img_size,
-                      part_scale=args.part_scale, cfg_options=args.cfg_options,
+                      part_scale=args.part_scale, clutter=args.clutter,
+                      cfg_options=args.cfg_options,
                       pretrained=not args.no_pretrain,
                       train_per_class=args.train_per_class,
                       test_per_class=args.test_per_class,

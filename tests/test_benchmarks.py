@@ -256,6 +256,26 @@ def test_presets_fill_what_the_flags_leave_open():
     assert learning.parse_args(['--preset', 'val']).data_seed == 1
     with pytest.raises(SystemExit):
         learning.parse_args(['--preset', 'cub'])
+    assert args.clutter == 'parts'
+    plain = learning.parse_args(['--preset', 'plain_clutter'])
+    assert (plain.clutter, plain.data_seed, plain.num_classes) == ('plain', 4, 8)
+    assert learning.parse_args(['--clutter', 'plain']).clutter == 'plain'
+
+
+def test_plain_clutter_data_has_its_own_folder(tmp_path, monkeypatch):
+    written = {}
+
+    def fake_make(data_root, **kwargs):
+        written[data_root] = kwargs['part_like_clutter']
+        return dict(num_images=0, elapsed_s=0.0)
+
+    monkeypatch.setattr('mmdaf.datasets.make_synthetic_fgvc', fake_make)
+    for preset in ('val', 'plain_clutter'):
+        args = learning.parse_args(['--preset', preset, '--work-dir', str(tmp_path)])
+        learning_presets.prepare_data(args)
+    assert written == {
+        str(tmp_path / 'data' / 'synthetic_c8_tr60_te100_s64_p1.6_seed1'): True,
+        str(tmp_path / 'data' / 'synthetic_c8_tr60_te100_s64_p1.6_seed4_plain'): False}
 
 
 def test_every_named_row_is_a_config_and_the_default_rows_have_the_controls():

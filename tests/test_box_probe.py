@@ -64,10 +64,13 @@ def test_run_files_names_the_unfinished_run(tmp_path):
         box_probe.run_files(str(tmp_path))
 
 
-def test_top_m_must_be_positive(capsys):
+def test_top_m_must_be_positive_and_the_window_not_negative(capsys):
     with pytest.raises(SystemExit):
         box_probe.parse_args(['run', '--data-root', 'd', '--top-m', '0'])
     assert '--top-m must be >= 1, got 0' in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        box_probe.parse_args(['run', '--data-root', 'd', '--window', '-1'])
+    assert '--window must be >= 0, got -1' in capsys.readouterr().err
 
 
 def _student_run(tmp_path, data_root: str) -> str:
@@ -127,4 +130,7 @@ def test_probe_agrees_with_the_models_own_student_predictions(tmp_path, tiny_cub
         {f'window.{n}' for n in names.values()} | {'window.random'}
     assert all(round(shares[f'window.{n}'] * num_images / 100, 6).is_integer()
                for n in names.values())
+    no_windows = box_probe.probe_run(run_dir, tiny_cub_root, top_m=3, seed=0, window=0)
+    assert not any(k.startswith('window.') for k in no_windows)
+    assert no_windows['proposals.with_image'] == shares['proposals.with_image']
     assert osp.isfile(files['checkpoint'])

@@ -360,6 +360,61 @@ def test_clean_feature_ranking_runs_one_backbone_pass():
     assert with_con.part_pass_needed(sampling=True) is True
 
 
+OCCLUSION = dict(rank_target='occlusion', single_box_crop=0, proposal_rank_ce='part_image')
+
+
+def test_occlusion_ranking_runs_the_clean_pass_and_one_hidden_copy_per_box():
+    model = build(teacher=None, distill=None, fusion_head=None, **OCCLUSION)
+    assert model.part_pass_needed(sampling=True) is False
+    data = batch(batch_size=3)
+    num_boxes = model.sppn_head.num_parts + model.sppn_head.rank_samples
+    assert _backbone_batch_shapes(model, data) == [(3, 3, SIZE, SIZE),
+                                                   (3 * num_boxes, 3, SIZE, SIZE)]
+
+
+def test_occlusion_targets_are_the_negative_ce_of_the_image_without_each_box():
+    from mmdaf.models.utils.part_images import occluded_images
+    model = build(teacher=None, distill=None, fusion_head=None, **OCCLUSION).eval()
+    data = batch(batch_size=2)
+    labels = torch.tensor([0, 1])
+    with torch.no_grad():
+        student = model.run_student(data['inputs'])
+    proposals = torch.tensor([[[0., 0., 16., 16.], [16., 16., 48., 48.]]] * 2)
+    samples = torch.tensor([[[40., 0., 64., 20.]]] * 2)
+    student = student._replace(boxes=proposals, sample_boxes=samples)
+    proposal_target, sample_target = model.occlusion_ce(data['inputs'], student, labels)
+    with torch.no_grad():
+        for k, box in enumerate([proposals[:, 0], proposals[:, 1], samples[:, 0]]):
+            hidden = occluded_images(data['inputs'], box[:, None])
+            logits = model.student_logits(model.backbone(hidden))
+            expected = -torch.nn.functional.cross_entropy(logits, labels, reduction='none')
+            got = proposal_target[:, k] if k < 2 else sample_target[:, 0]
+            torch.testing.assert_close(got, expected)
+    # Hiding a quarter of the image changes the loss: the targets differ.
+    assert not torch.allclose(proposal_target[:, 0], proposal_target[:, 1])
+    alone, none = model.occlusion_ce(data['inputs'], student._replace(sample_boxes=None),
+                                     labels)
+    assert none is None
+    torch.testing.assert_close(alone, proposal_target)
+
+
+def test_occlusion_ranking_feeds_the_sppn_ranking_loss():
+    model = build(teacher=None, distill=None, fusion_head=None, **OCCLUSION)
+    seen = {}
+    original_loss = model.sppn_head.loss
+
+    def recording_loss(boxes, scores, part_ce, area, **samples):
+        seen['part_ce'], seen['sample_ce'] = part_ce, samples.get('sample_ce')
+        return original_loss(boxes, scores, part_ce, area, **samples)
+
+    with patch.object(model, 'occlusion_ce', _recording(model.occlusion_ce, seen, 'ce')), \
+            patch.object(model.sppn_head, 'loss', recording_loss):
+        model(**batch(), mode='loss')
+    assert seen['part_ce'] is seen['ce'][0]
+    assert seen['sample_ce'] is seen['ce'][1]
+    assert (seen['part_ce'] <= 0).all()
+
+
 def _cell_boxes(cell: int, cells) -> torch.Tensor:
     """(2, len(cells), 4): per image, boxes covering exactly the given cells."""
     boxes = [[col * cell, row * cell, (col + 1) * cell, (row + 1) * cell]
@@ -427,6 +482,7 @@ def test_clean_feature_ranking_feeds_the_sppn_ranking_loss():
     (dict(rank_target='clean_features'), 'set single_box_crop=0 .* got single_box_crop=24'),
     (dict(rank_target='clean_features', single_box_crop=0),
      "proposal_rank_ce='window'"),
+    (dict(rank_target='occlusion'), "rank_target='occlusion' .* got single_box_crop=24"),
 ])
 def test_rank_target_errors_name_the_conflicting_option(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -485,6 +541,70 @@ def test_rank_context_passes_the_detached_image_logits_to_the_windows(rank_conte
 def test_rank_context_errors_name_the_conflicting_option(overrides, message):
     with pytest.raises(ValueError, match=message):
         build(**overrides)
+
+
+WINDOWS = dict(teacher=None, distill=None, fusion_head=None,
+               window_loss=dict(loss_weight=0.5))
+
+
+def _two_boxes_each():
+    proposals = torch.tensor([[[0., 0., 12., 12.], [30., 20., 44., 30.]],
+                              [[10., 40., 20., 54.], [50., 50., 62., 60.]]])
+    samples = torch.tensor([[[20., 20., 30., 30.]], [[5., 30., 17., 40.]]])
+    return proposals, samples
+
+
+@pytest.mark.parametrize('rank_context', ['none', 'image'])
+def test_trained_windows_rank_as_the_no_grad_windows_and_train_the_backbone(rank_context):
+    model = build(rank_context=rank_context, **WINDOWS).train()
+    data = batch(batch_size=2)
+    labels = torch.tensor([0, 3])
+    proposals, samples = _two_boxes_each()
+    image_logits = torch.tensor([[3., 0., 0., -1.], [0., 0., 2., 0.]])
+    proposal_ce, sample_ce, window_ce = model.trained_window_ce(
+        data['inputs'], proposals, samples, labels, None, image_logits)
+    expected_proposal, expected_sample = model.ranked_sample_ce(
+        data['inputs'], proposals, samples, labels, None, image_logits=image_logits)
+    torch.testing.assert_close(proposal_ce, expected_proposal)
+    torch.testing.assert_close(sample_ce, expected_sample)
+    assert not proposal_ce.requires_grad and not sample_ce.requires_grad
+    # The loss is the windows' own cross entropy, without the image's logits.
+    alone = model.single_box_ce(data['inputs'], torch.cat([proposals, samples], dim=1),
+                                labels)
+    torch.testing.assert_close(window_ce.detach(), alone.mean())
+    window_ce.backward()
+    assert model.backbone.conv1.weight.grad.abs().sum() > 0
+    assert model.head.fc.weight.grad.abs().sum() > 0
+
+
+def test_window_loss_is_scaled_like_the_part_losses():
+    model = build(**WINDOWS)
+    seen = {}
+    with patch.object(model, 'trained_window_ce',
+                      _recording(model.trained_window_ce, seen, 'windows')):
+        model.part_loss_scale = 0.25
+        losses = model(**batch(), mode='loss')
+    torch.testing.assert_close(losses['loss_window'], 0.25 * 0.5 * seen['windows'][2])
+    assert 'loss_window' not in build(teacher=None, distill=None,
+                                      fusion_head=None)(**batch(), mode='loss')
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(window_loss=dict(weight=1.0)), r"unknown window_loss keys \['weight'\]"),
+    (dict(window_loss=dict(), single_box_crop=0), 'got single_box_crop=0'),
+    (dict(window_loss=dict(), proposal_rank_ce='part_image'),
+     "proposal_rank_ce='part_image'"),
+])
+def test_window_loss_errors_name_the_conflicting_option(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build(**overrides)
+
+
+def test_window_loss_needs_sampled_anchors():
+    cfg = tiny_daf_cfg(window_loss=dict())
+    cfg.sppn_head.rank_samples = 0
+    with pytest.raises(ValueError, match='rank_samples=0'):
+        MODELS.build(cfg)
 
 
 POOL = dict(part_pool=dict(top_m=2, loss_weight=0.5))

@@ -14,6 +14,7 @@ from mmdaf.models.utils.part_images import (
     boxes_to_pixel_masks,
     gaussian_blur,
     gaussian_kernel1d,
+    occluded_images,
     reflect_blur_matrix,
 )
 
@@ -249,3 +250,23 @@ def test_single_box_windows_equal_the_cropped_single_box_images(options):
     assert torch.equal(windows[3, :, 8:, 5:], blurred[0, :, 9:11, 27:32])
     with pytest.raises(ValueError, match='boxes has batch size 1, imgs has 2'):
         generator.single_box_windows(imgs, boxes[:1], 10)
+
+
+def test_occluded_images_hide_one_box_each_and_keep_every_other_pixel():
+    torch.manual_seed(0)
+    imgs = torch.randn(2, 3, 24, 32)
+    hidden = occluded_images(imgs, BOXES, fill=-2.0)
+    assert hidden.shape == (6, 3, 24, 32) and hidden.dtype == imgs.dtype
+    for b in range(2):
+        for k in range(3):
+            box_pixels = _box_pixels(BOXES[b, k], 24, 32)
+            image = hidden[b * 3 + k]
+            # Image 0's boxes 0 and 1 overlap: hiding box 0 leaves box 1's
+            # own pixels outside box 0 as they were.
+            assert (image[:, box_pixels] == -2.0).all()
+            assert torch.equal(image[:, ~box_pixels], imgs[b][:, ~box_pixels])
+
+
+def test_occluded_images_check_the_batch():
+    with pytest.raises(ValueError, match='boxes has batch size 2, imgs has 1'):
+        occluded_images(torch.zeros(1, 3, 24, 32), BOXES)

@@ -320,3 +320,59 @@ def test_generic_set_labels_are_hue_and_facing_not_part_attributes(tmp_path):
         assert (beak_x > tail_x) == (label % 2 == 1), image_id
     # No class-attribute table: the part attributes are not a function of the label.
     assert not osp.exists(osp.join(root, 'parts', 'class_part_attributes.txt'))
+
+
+class _RecordingDraw:
+    """Stands in for ImageDraw: keeps the colour of every polygon drawn."""
+
+    def __init__(self):
+        self.colours = []
+
+    def polygon(self, points, fill):
+        self.colours.append(tuple(fill))
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_plain_clutter_has_no_part_colours_and_draws_the_same_random_numbers(seed):
+    from mmdaf.datasets.synthetic_fgvc import _draw_clutter
+    part_like, plain = _RecordingDraw(), _RecordingDraw()
+    rng_part_like, rng_plain = image_rng(seed, 3), image_rng(seed, 3)
+    _draw_clutter(part_like, rng_part_like, 64)
+    _draw_clutter(plain, rng_plain, 64, part_like=False)
+    palette = {tuple(colour) for colour in PALETTE.values()}
+    # Half the part-like clutter takes part colours; none of the plain one,
+    # which also draws no stripes (one polygon per shape, 16-28 shapes).
+    assert any(colour in palette for colour in part_like.colours)
+    assert not any(colour in palette for colour in plain.colours)
+    assert 16 <= len(plain.colours) <= 28
+    assert len(plain.colours) <= len(part_like.colours)
+    # The same stream is left behind, so the bird drawn next is the same.
+    assert rng_part_like.random() == rng_plain.random()
+
+
+def test_plain_clutter_keeps_each_bird_and_changes_the_background(tmp_path):
+    _make(tmp_path / 'parts')
+    _make(tmp_path / 'plain', part_like_clutter=False)
+    for name in ('images.txt', 'image_class_labels.txt', 'bounding_boxes.txt',
+                 osp.join('parts', 'part_boxes.txt'), osp.join('parts', 'part_locs.txt')):
+        assert _read_table(tmp_path / 'parts', name) == _read_table(tmp_path / 'plain', name)
+    first = _read_table(tmp_path / 'parts', 'images.txt')[0][1]
+    with Image.open(tmp_path / 'parts' / 'images' / first) as a, \
+            Image.open(tmp_path / 'plain' / 'images' / first) as b:
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() > 50
+
+
+def test_part_like_clutter_must_be_a_bool(tmp_path):
+    with pytest.raises(TypeError, match="part_like_clutter must be a bool, got 'no'"):
+        _make(tmp_path / 'x', part_like_clutter='no')
+
+
+def test_cli_plain_clutter_is_for_the_fine_grained_set(tmp_path, capsys):
+    cli = _load_cli()
+    argv = ['--out', str(tmp_path / 'cub'), '--train-per-class', '2',
+            '--test-per-class', '1', '--img-size', '48', '--num-workers', '1']
+    with pytest.raises(SystemExit):
+        cli.main(argv + ['--generic', '--plain-clutter'])
+    assert '--plain-clutter applies to the fine-grained set' in capsys.readouterr().err
+    summary = cli.main(argv + ['--num-classes', '4', '--plain-clutter'])
+    assert summary['num_images'] == 12

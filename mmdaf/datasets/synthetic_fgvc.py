@@ -22,7 +22,9 @@ For ``num_classes >= 4`` every value that a part takes is shared by at least two
 classes, so no single part decides the class (with 2 or 3 classes this cannot
 hold). The clutter is painted with the same colours as the parts and contains
 part-like shapes (small triangles, dots, striped patches), so neither a colour
-histogram nor a part seen out of context gives the class away. A random branch
+histogram nor a part seen out of context gives the class away. With
+``part_like_clutter=False`` the clutter has neither (plain ellipses, rectangles
+and twigs in muted colours): a part seen out of context then says what it is. A random branch
 sometimes occludes part of the bird; parts it covers are marked invisible.
 
 Files written under ``out_dir`` (CUB's formats, ids 1-based):
@@ -380,15 +382,22 @@ _CLUTTER_TRIANGLE, _CLUTTER_STRIPED = 2, 6
 _CLUTTER_STRETCHED = np.array([1, 1, 0, 0, 0, 0, 0], dtype=bool)
 # Part-like clutter stays about as small as the parts it imitates.
 _CLUTTER_MAX_SIZE = np.array([0.3, 0.3, 0.3, 0.3, 0.1, 0.06, 0.15])
+# Without part-like clutter: triangle and beak-like -> rectangle, dot ->
+# ellipse, striped patch -> rectangle. The same random draws are made either
+# way, so the bird of an image does not change with the clutter.
+_PLAIN_CLUTTER_KIND = np.array([0, 1, 1, 3, 1, 0, 1])
 _CLUTTER_STRIPES = np.vstack(
     [_rect(f - 0.06, -0.25, f + 0.06, 0.25) for f in (-0.3, 0.0, 0.3)])
 
 
 def _draw_clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator,
-                  img_size: int) -> None:
-    """Random shapes behind the bird, some of them part-like."""
+                  img_size: int, part_like: bool = True) -> None:
+    """Random shapes behind the bird, some of them part-like unless
+    ``part_like`` is False (then no part-like shape and no part colour)."""
     num_shapes = int(rng.integers(16, 29))
     kinds = rng.integers(len(_CLUTTER_TEMPLATES), size=num_shapes)
+    if not part_like:
+        kinds = _PLAIN_CLUTTER_KIND[kinds]
     sizes = np.exp(rng.uniform(np.log(0.04), np.log(0.3), size=num_shapes))
     sizes = np.minimum(sizes, _CLUTTER_MAX_SIZE[kinds]) * img_size
     centres = rng.uniform(-0.05, 1.05, size=(num_shapes, 2)) * img_size
@@ -397,6 +406,8 @@ def _draw_clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator,
     triangles = rng.uniform(-0.5, 0.5, size=(num_shapes, 3, 2))
     # Half of the clutter uses the part colours, so colour alone is no cue.
     use_palette = (rng.random(num_shapes) < 0.5).tolist()
+    if not part_like:
+        use_palette = [False] * num_shapes
     palette_index = rng.integers(len(_PALETTE_COLOURS), size=num_shapes).tolist()
     hsv = rng.random((num_shapes, 3)) * [1, 0.35, 0.65] + [0, 0.15, 0.25]
 
@@ -517,7 +528,8 @@ def _part_visibility(rng: np.random.Generator, draw: ImageDraw.ImageDraw,
 def render_bird(attributes: Dict[str, str], img_size: int,
                 rng: np.random.Generator, part_scale: float = 1.0,
                 body_hue: Optional[Tuple[float, float]] = None,
-                facing: Optional[int] = None) -> Tuple[Image.Image, Dict]:
+                facing: Optional[int] = None,
+                part_like_clutter: bool = True) -> Tuple[Image.Image, Dict]:
     """Draw one image of a class.
 
     Args:
@@ -531,6 +543,8 @@ def render_bird(attributes: Dict[str, str], img_size: int,
             any hue when None (the generic set's labels fix it).
         facing (int, optional): +1 beak to the right, -1 to the left; random
             when None.
+        part_like_clutter (bool): False draws the clutter without part-like
+            shapes and part colours. Defaults to True.
 
     Returns:
         tuple[PIL.Image.Image, dict]: The RGB image (``img_size`` square) and
@@ -541,7 +555,7 @@ def render_bird(attributes: Dict[str, str], img_size: int,
     canvas_size = img_size * _SUPERSAMPLE
     image = _background(rng, canvas_size)
     draw = ImageDraw.Draw(image)
-    _draw_clutter(draw, rng, img_size)
+    _draw_clutter(draw, rng, img_size, part_like_clutter)
 
     # Pose: flip, then rotate and scale, then shift to a random place inside.
     flip = -1.0 if rng.random() < 0.5 else 1.0
@@ -655,7 +669,8 @@ def make_synthetic_fgvc(out_dir: str,
                         num_workers: Optional[int] = None,
                         jpeg_quality: int = 90,
                         overwrite: bool = False,
-                        part_scale: float = 1.0) -> Dict:
+                        part_scale: float = 1.0,
+                        part_like_clutter: bool = True) -> Dict:
     """Write a synthetic fine-grained set in CUB-200-2011's layout.
 
     Images are ordered by class; within a class the first ``train_per_class``
@@ -681,6 +696,10 @@ def make_synthetic_fgvc(out_dir: str,
             where they join the body, in [0.5, 3]. 1.0 (default) draws each
             under about 2.5 % of the image; 2.0 makes them about 1/4 of the
             bird's length, like CUB's head or tail relative to the bird.
+        part_like_clutter (bool): True (default) paints part-like shapes in
+            the part colours into the clutter, so that a part seen out of
+            context does not give its value away; False leaves them out, and
+            each image's bird is the same as with True.
 
     Returns:
         dict: ``data_root``, ``num_classes``, ``num_train``, ``num_test``,
@@ -693,7 +712,10 @@ def make_synthetic_fgvc(out_dir: str,
                     part_scale)
     table = class_part_attributes(num_classes, seed)
     class_dirs = [class_dir_name(k + 1, attrs) for k, attrs in enumerate(table)]
-    render_kwargs = [dict(part_scale=part_scale)] * num_classes
+    if not isinstance(part_like_clutter, bool):
+        raise TypeError(f'part_like_clutter must be a bool, got {part_like_clutter!r}')
+    render_kwargs = [dict(part_scale=part_scale,
+                          part_like_clutter=part_like_clutter)] * num_classes
     info = _write_set(out_dir, class_dirs, table, render_kwargs, train_per_class,
                       test_per_class, img_size, seed, num_workers, jpeg_quality,
                       overwrite)

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--part-scale', type=float, default=1.0,
                         help='enlarge the informative parts by this factor '
                         '(0.5-3; 1.6 makes them about 1/4 of the bird, like CUB)')
+    parser.add_argument('--plain-clutter', action='store_true',
+                        help='clutter without part-like shapes and part colours, '
+                        'so that a part seen out of context says what it is')
     parser.add_argument('--generic', action='store_true',
                         help='write the generic pretraining set instead (12 '
                         'classes: body hue x facing; --num-classes is ignored)')
@@ -49,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> Dict:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.generic and args.plain_clutter:
+        parser.error('--plain-clutter applies to the fine-grained set, not to '
+                     '--generic (the pretraining set keeps its clutter)')
     if osp.isdir(args.out) and os.listdir(args.out) and not args.force:
         parser.error(f'--out {args.out} exists and is not empty; '
                      'pass --force to overwrite it')
@@ -66,6 +72,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
             summary = make_synthetic_generic(args.out, **common)
         else:
             summary = make_synthetic_fgvc(args.out, num_classes=args.num_classes,
+                                          part_like_clutter=not args.plain_clutter,
                                           **common)
     except (ValueError, TypeError, OSError) as error:
         parser.error(str(error))

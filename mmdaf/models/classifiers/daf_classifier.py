@@ -19,13 +19,13 @@ from ..utils.batch_norm_stats import (
 )
 from ..utils.box_pooling import box_pooled_features
 from ..utils.grad_scale import scale_gradient
-from ..utils.part_images import boxes_to_saliency_mask
+from ..utils.part_images import boxes_to_saliency_mask, occluded_images
 from ..utils.stage_features import check_stage_features
 
 LOSS_GROUPS = ('student', 'teacher', 'fusion')
 DISTILL_GATES = ('all', 'teacher_correct', 'teacher_better')
 PROPOSAL_RANK_CE = ('part_image', 'window')
-RANK_TARGETS = ('part_images', 'clean_features')
+RANK_TARGETS = ('part_images', 'clean_features', 'occlusion')
 RANK_CONTEXTS = ('none', 'image')
 PART_POOL_BOXES = ('proposals', 'random')
 
@@ -289,6 +289,12 @@ class DAFClassifier(BaseClassifier):
             the clean pass's last stage averaged inside each box
             (:meth:`clean_feature_ce`), no backbone pass per box; needs
             ``single_box_crop=0`` and ``proposal_rank_ce='part_image'``.
+            ``'occlusion'``: the student's cross entropy on the image with
+            the box hidden (:meth:`occlusion_ce`), highest first: a box ranks
+            high for what the image loses without it, so every part the
+            student reads in context can rank, not only one it can read
+            alone. One forward pass per box on the whole image; needs
+            ``single_box_crop=0`` and ``proposal_rank_ce='part_image'``.
             Defaults to ``'part_images'``.
         rank_context (str): ``'none'`` ranks each box by its window's cross
             entropy alone. ``'image'`` ranks it by the cross entropy of the
@@ -298,6 +304,17 @@ class DAFClassifier(BaseClassifier):
             what it says alone, so the one most telling part no longer
             takes every proposal. Needs ``single_box_crop > 0`` and
             ``proposal_rank_ce='window'``. Defaults to ``'none'``.
+        window_loss (dict, optional): ``dict(loss_weight=1.0)``. The S x S
+            windows that rank the proposals and the sampled anchors also
+            train the student: a cross entropy per window into the backbone
+            and head (``loss_window``, scaled like the part losses, on the
+            steps that draw samples, whatever ``part_backbone_grad_scale``),
+            from the same forward pass (:meth:`trained_window_ce`). A student trained
+            on the whole image alone reads from a window only the most
+            telling part, so that part is all the ranking target can point
+            to; trained on windows it may learn to read the others. Needs
+            ``single_box_crop > 0``, ``proposal_rank_ce='window'`` and an
+            SPPN with ``rank_samples > 0``. None (default) turns it off.
         part_pool (dict, optional): ``dict(top_m=3, loss_weight=1.0,
             predict=True, boxes='proposals')``. The student head also
             classifies the last stage averaged inside each of the top-M
@@ -351,6 +368,7 @@ class DAFClassifier(BaseClassifier):
                  proposal_rank_ce: str = 'part_image',
                  rank_target: str = 'part_images',
                  rank_context: str = 'none',
+                 window_loss: Optional[dict] = None,
                  part_pool: Optional[dict] = None,
                  loss_concentrate: Optional[dict] = None,
                  teacher: Optional[dict] = None,
@@ -417,11 +435,11 @@ class DAFClassifier(BaseClassifier):
         if rank_target not in RANK_TARGETS:
             raise ValueError(f'DAFClassifier: rank_target must be one of '
                              f'{RANK_TARGETS}, got {rank_target!r}')
-        if rank_target == 'clean_features' and (single_box_crop > 0
-                                                or proposal_rank_ce != 'part_image'):
+        if rank_target != 'part_images' and (single_box_crop > 0
+                                             or proposal_rank_ce != 'part_image'):
             raise ValueError(
-                "DAFClassifier: rank_target='clean_features' ranks the boxes by "
-                'the clean pass alone, so it runs no single-box windows; set '
+                f'DAFClassifier: rank_target={rank_target!r} ranks the boxes '
+                'without single-box part images or windows; set '
                 "single_box_crop=0 and proposal_rank_ce='part_image', got "
                 f'single_box_crop={single_box_crop}, '
                 f'proposal_rank_ce={proposal_rank_ce!r}')
@@ -439,6 +457,23 @@ class DAFClassifier(BaseClassifier):
                 f'single_box_crop={single_box_crop}, '
                 f'proposal_rank_ce={proposal_rank_ce!r}, rank_target={rank_target!r}')
         self.rank_context = rank_context
+        self.window_loss = None
+        if window_loss is not None:
+            unknown = set(window_loss) - {'loss_weight'}
+            if unknown:
+                raise ValueError(f'DAFClassifier: unknown window_loss keys {sorted(unknown)}')
+            if (single_box_crop == 0 or proposal_rank_ce != 'window'
+                    or rank_target != 'part_images'
+                    or getattr(self.sppn_head, 'rank_samples', 0) == 0):
+                raise ValueError(
+                    'DAFClassifier: window_loss trains the student on the windows '
+                    'that rank the proposals and the sampled anchors; set '
+                    "single_box_crop > 0, proposal_rank_ce='window', "
+                    "rank_target='part_images' and sppn_head.rank_samples > 0, got "
+                    f'single_box_crop={single_box_crop}, '
+                    f'proposal_rank_ce={proposal_rank_ce!r}, rank_target={rank_target!r}, '
+                    f"rank_samples={getattr(self.sppn_head, 'rank_samples', None)}")
+            self.window_loss = dict(loss_weight=float(window_loss.get('loss_weight', 1.0)))
         self.part_pool = None
         if part_pool is not None:
             part_pool = dict(part_pool)
@@ -681,6 +716,43 @@ class DAFClassifier(BaseClassifier):
             all_ce = self.single_box_ce(inputs, all_boxes, labels, clean_bn_stats)
         return all_ce.split([boxes.shape[1], sample_boxes.shape[1]], dim=1)
 
+    def trained_window_ce(self, inputs: Tensor, boxes: Tensor, sample_boxes: Tensor,
+                          labels: Tensor, clean_bn_stats: Optional[dict],
+                          image_logits: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """The ranking cross entropies of the proposals and the samples, from
+        windows that also train the student (``window_loss``).
+
+        Args:
+            inputs (Tensor): (B, 3, H, W) clean images.
+            boxes (Tensor): (B, N, 4) proposals.
+            sample_boxes (Tensor): (B, K, 4) sampled anchors.
+            labels (Tensor): (B, ) ground-truth labels.
+            clean_bn_stats (dict, optional): as in :meth:`part_logits`.
+            image_logits (Tensor): (B, num_classes) the clean image's logits,
+                averaged into the ranking under ``rank_context='image'``.
+
+        Returns:
+            tuple: (B, N) and (B, K) detached ranking cross entropies, as
+            :meth:`ranked_sample_ce` gives them, and the mean cross entropy
+            of the N + K windows, with gradient.
+        """
+        all_boxes = torch.cat([boxes.detach(), sample_boxes], dim=1)
+        batch_size, num_boxes = all_boxes.shape[:2]
+        windows = self.part_image_generator.single_box_windows(inputs, all_boxes,
+                                                               self.single_box_crop)
+        with self._part_bn_context(clean_bn_stats):
+            logits = self.student_logits(self.backbone(windows))
+        box_labels = labels.repeat_interleave(num_boxes)
+        window_ce = F.cross_entropy(logits.float(), box_labels, reduction='none')
+        rank_ce = window_ce.detach()
+        if self.rank_context == 'image':
+            context = image_logits.detach().repeat_interleave(num_boxes, dim=0)
+            rank_ce = F.cross_entropy(((logits.detach() + context) / 2).float(),
+                                      box_labels, reduction='none')
+        proposal_ce, sample_ce = rank_ce.view(batch_size, num_boxes).split(
+            [boxes.shape[1], sample_boxes.shape[1]], dim=1)
+        return proposal_ce, sample_ce, window_ce.mean()
+
     def part_pool_logits(self, student: StudentOutput,
                          img_shape: Tuple[int, int]) -> Tensor:
         """Student head logits on the last stage pooled in the top-M proposals.
@@ -751,6 +823,43 @@ class DAFClassifier(BaseClassifier):
         if num_samples == 0:
             return ce, None
         return tuple(ce.split([num_boxes - num_samples, num_samples], dim=1))
+
+    @torch.no_grad()
+    def occlusion_ce(self, inputs: Tensor, student: StudentOutput, labels: Tensor,
+                     clean_bn_stats: Optional[dict] = None
+                     ) -> Tuple[Tensor, Optional[Tensor]]:
+        """Ranking targets by occlusion (``rank_target='occlusion'``).
+
+        Each box is hidden in a copy of the image (its pixels set to the mean
+        colour, :func:`occluded_images`) and the copy goes through the
+        student. The target is the negative of that copy's cross entropy, so
+        that the box whose loss hurts the student most ranks first (the
+        ranking loss puts lower targets first).
+
+        Args:
+            inputs (Tensor): (B, 3, H, W) clean images.
+            student (StudentOutput): the clean pass, with ``boxes`` and, on a
+                sampling step, ``sample_boxes``.
+            labels (Tensor): (B, ) ground-truth labels.
+            clean_bn_stats (dict, optional): as in :meth:`part_logits`.
+
+        Returns:
+            tuple: (B, N) targets of the proposals and (B, K) of the samples
+            (None on a step without samples), float32, no gradient.
+        """
+        boxes = student.boxes.detach()
+        num_samples = 0
+        if student.sample_boxes is not None:
+            num_samples = student.sample_boxes.shape[1]
+            boxes = torch.cat([boxes, student.sample_boxes.detach()], dim=1)
+        batch_size, num_boxes = boxes.shape[:2]
+        with self._part_bn_context(clean_bn_stats):
+            logits = self.student_logits(self.backbone(occluded_images(inputs, boxes)))
+        ce = F.cross_entropy(logits.float(), labels.repeat_interleave(num_boxes),
+                             reduction='none').view(batch_size, num_boxes)
+        if num_samples == 0:
+            return -ce, None
+        return tuple((-ce).split([num_boxes - num_samples, num_samples], dim=1))
 
     def ranks_proposals_by_windows(self, sampling: bool) -> bool:
         """Whether a step ranks the N proposals by their S x S windows.
@@ -876,12 +985,24 @@ class DAFClassifier(BaseClassifier):
                     labels.repeat_interleave(num_parts),
                     reduction='none').view(-1, num_parts)
             rank_part_ce, ranked_samples = part_ce, {}
-            if self.rank_target == 'clean_features':
-                rank_part_ce, sample_ce = self.clean_feature_ce(student, labels,
-                                                                inputs.shape[-2:])
+            if self.rank_target in ('clean_features', 'occlusion'):
+                if self.rank_target == 'clean_features':
+                    rank_part_ce, sample_ce = self.clean_feature_ce(student, labels,
+                                                                    inputs.shape[-2:])
+                else:
+                    rank_part_ce, sample_ce = self.occlusion_ce(inputs, student, labels,
+                                                                clean_bn_stats)
                 if sampling:
                     ranked_samples = dict(sample_scores=student.sample_scores,
                                           sample_ce=sample_ce)
+            elif sampling and self.window_loss is not None:
+                rank_part_ce, sample_ce, window_ce = self.trained_window_ce(
+                    inputs, student.boxes, student.sample_boxes, labels,
+                    clean_bn_stats, student.logits)
+                losses['loss_window'] = weight_s * self.part_loss_scale * \
+                    self.window_loss['loss_weight'] * window_ce
+                ranked_samples = dict(sample_scores=student.sample_scores,
+                                      sample_ce=sample_ce)
             elif sampling:
                 rank_part_ce, sample_ce = self.ranked_sample_ce(
                     inputs, student.boxes, student.sample_boxes, labels, part_ce,

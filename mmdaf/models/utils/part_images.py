@@ -223,6 +223,31 @@ def make_part_images(imgs: Tensor,
     return parts.reshape(num_imgs * num_parts, channels, height, width)
 
 
+def occluded_images(imgs: Tensor, boxes: Tensor, fill: float = 0.0) -> Tensor:
+    """One copy of each image per box, with that box's pixels set to ``fill``.
+
+    The occlusion test of a box: how much the classifier loses when the box
+    is hidden and everything else stays. In normalised images 0 is the
+    data set's mean colour.
+
+    Args:
+        imgs (Tensor): (B, 3, H, W) normalised images.
+        boxes (Tensor): (B, K, 4) xyxy boxes, input pixels.
+        fill (float): the value of the hidden pixels. Defaults to 0.
+
+    Returns:
+        Tensor: (B * K, 3, H, W), image-major.
+    """
+    _check_boxes(boxes)
+    if boxes.shape[0] != imgs.shape[0]:
+        raise ValueError(f'boxes has batch size {boxes.shape[0]}, imgs has '
+                         f'{imgs.shape[0]}')
+    num_imgs, channels, height, width = imgs.shape
+    in_box = boxes_to_pixel_masks(boxes.detach().to(imgs.dtype), (height, width))
+    hidden = torch.where(in_box[:, :, None], imgs.new_tensor(fill), imgs[:, None])
+    return hidden.reshape(num_imgs * boxes.shape[1], channels, height, width)
+
+
 def boxes_to_soft_pixel_masks(boxes: Tensor, img_shape: Tuple[int, int],
                               edge: float) -> Tensor:
     """Soft box masks whose value is differentiable in the box coordinates.
