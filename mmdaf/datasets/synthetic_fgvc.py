@@ -24,8 +24,9 @@ hold). The clutter is painted with the same colours as the parts and contains
 part-like shapes (small triangles, dots, striped patches), so neither a colour
 histogram nor a part seen out of context gives the class away. With
 ``part_like_clutter=False`` the clutter has neither (plain ellipses, rectangles
-and twigs in muted colours): a part seen out of context then says what it is. A random branch
-sometimes occludes part of the bird; parts it covers are marked invisible.
+and twigs in muted colours), so no decoy imitates a part seen out of context.
+A random branch sometimes occludes part of the bird; parts it covers are marked
+invisible.
 
 Files written under ``out_dir`` (CUB's formats, ids 1-based):
 
