@@ -398,23 +398,6 @@ def test_occlusion_targets_are_the_negative_ce_of_the_image_without_each_box():
     torch.testing.assert_close(alone, proposal_target)
 
 
-def test_occlusion_ranking_feeds_the_sppn_ranking_loss():
-    model = build(teacher=None, distill=None, fusion_head=None, **OCCLUSION)
-    seen = {}
-    original_loss = model.sppn_head.loss
-
-    def recording_loss(boxes, scores, part_ce, area, **samples):
-        seen['part_ce'], seen['sample_ce'] = part_ce, samples.get('sample_ce')
-        return original_loss(boxes, scores, part_ce, area, **samples)
-
-    with patch.object(model, 'occlusion_ce', _recording(model.occlusion_ce, seen, 'ce')), \
-            patch.object(model.sppn_head, 'loss', recording_loss):
-        model(**batch(), mode='loss')
-    assert seen['part_ce'] is seen['ce'][0]
-    assert seen['sample_ce'] is seen['ce'][1]
-    assert (seen['part_ce'] <= 0).all()
-
-
 def _cell_boxes(cell: int, cells) -> torch.Tensor:
     """(2, len(cells), 4): per image, boxes covering exactly the given cells."""
     boxes = [[col * cell, row * cell, (col + 1) * cell, (row + 1) * cell]
@@ -459,8 +442,10 @@ def test_clean_feature_ce_is_the_head_on_the_cells_under_each_box():
     torch.testing.assert_close(alone, proposal_ce)
 
 
-def test_clean_feature_ranking_feeds_the_sppn_ranking_loss():
-    model = build(teacher=None, distill=None, fusion_head=None, **CLEAN_RANK)
+@pytest.mark.parametrize('options, method', [(CLEAN_RANK, 'clean_feature_ce'),
+                                             (OCCLUSION, 'occlusion_ce')])
+def test_ranking_targets_feed_the_sppn_ranking_loss(options, method):
+    model = build(teacher=None, distill=None, fusion_head=None, **options)
     seen = {}
     original_loss = model.sppn_head.loss
 
@@ -468,13 +453,14 @@ def test_clean_feature_ranking_feeds_the_sppn_ranking_loss():
         seen['part_ce'], seen['sample_ce'] = part_ce, samples.get('sample_ce')
         return original_loss(boxes, scores, part_ce, area, **samples)
 
-    with patch.object(model, 'clean_feature_ce',
-                      _recording(model.clean_feature_ce, seen, 'ce')), \
+    with patch.object(model, method, _recording(getattr(model, method), seen, 'ce')), \
             patch.object(model.sppn_head, 'loss', recording_loss):
         model(**batch(), mode='loss')
     assert seen['part_ce'] is seen['ce'][0]
     assert seen['sample_ce'] is seen['ce'][1]
     assert seen['sample_ce'].shape == (2, model.sppn_head.rank_samples)
+    if method == 'occlusion_ce':
+        assert (seen['part_ce'] <= 0).all()
 
 
 @pytest.mark.parametrize('overrides, message', [

@@ -131,6 +131,23 @@ def move_boxes_at_random(boxes: Tensor, img_shape: Tuple[int, int],
     return torch.cat([corners, corners + sizes], dim=-1)
 
 
+def ranked_boxes(student: StudentOutput) -> Tuple[Tensor, int]:
+    """The (B, N + K) detached boxes a ranking step scores, the N proposals
+    first, and K, the number of sampled anchors (0 on a step without)."""
+    if student.sample_boxes is None:
+        return student.boxes.detach(), 0
+    boxes = torch.cat([student.boxes.detach(), student.sample_boxes.detach()], dim=1)
+    return boxes, student.sample_boxes.shape[1]
+
+
+def split_ranked(values: Tensor, num_samples: int) -> Tuple[Tensor, Optional[Tensor]]:
+    """(B, N + K) values -> (B, N) of the proposals and (B, K) of the samples
+    (None when K is 0)."""
+    if num_samples == 0:
+        return values, None
+    return tuple(values.split([values.shape[1] - num_samples, num_samples], dim=1))
+
+
 def global_average_pool(feat: Tensor) -> Tensor:
     """(B, C, h, w) -> (B, C)."""
     return feat.mean(dim=(2, 3))
@@ -810,19 +827,13 @@ class DAFClassifier(BaseClassifier):
             tuple: (B, N) for the proposals and (B, K) for the samples (None
             on a step without samples), float32, no gradient.
         """
-        boxes = student.boxes.detach()
-        num_samples = 0
-        if student.sample_boxes is not None:
-            num_samples = student.sample_boxes.shape[1]
-            boxes = torch.cat([boxes, student.sample_boxes.detach()], dim=1)
+        boxes, num_samples = ranked_boxes(student)
         batch_size, num_boxes = boxes.shape[:2]
         logits = self.box_logits(student.feats[-1], boxes, img_shape)
         ce = F.cross_entropy(logits.flatten(0, 1).float(),
                              labels.repeat_interleave(num_boxes),
                              reduction='none').view(batch_size, num_boxes)
-        if num_samples == 0:
-            return ce, None
-        return tuple(ce.split([num_boxes - num_samples, num_samples], dim=1))
+        return split_ranked(ce, num_samples)
 
     @torch.no_grad()
     def occlusion_ce(self, inputs: Tensor, student: StudentOutput, labels: Tensor,
@@ -847,19 +858,13 @@ class DAFClassifier(BaseClassifier):
             tuple: (B, N) targets of the proposals and (B, K) of the samples
             (None on a step without samples), float32, no gradient.
         """
-        boxes = student.boxes.detach()
-        num_samples = 0
-        if student.sample_boxes is not None:
-            num_samples = student.sample_boxes.shape[1]
-            boxes = torch.cat([boxes, student.sample_boxes.detach()], dim=1)
+        boxes, num_samples = ranked_boxes(student)
         batch_size, num_boxes = boxes.shape[:2]
         with self._part_bn_context(clean_bn_stats):
             logits = self.student_logits(self.backbone(occluded_images(inputs, boxes)))
         ce = F.cross_entropy(logits.float(), labels.repeat_interleave(num_boxes),
                              reduction='none').view(batch_size, num_boxes)
-        if num_samples == 0:
-            return -ce, None
-        return tuple((-ce).split([num_boxes - num_samples, num_samples], dim=1))
+        return split_ranked(-ce, num_samples)
 
     def ranks_proposals_by_windows(self, sampling: bool) -> bool:
         """Whether a step ranks the N proposals by their S x S windows.
