@@ -222,12 +222,45 @@ def tally_windows(tally: Tally, model, inputs, regions, part_names: List[str],
             tally.add(f'window.{part}', right[:, index])
 
 
+def tally_image(tally: Tally, probe: BoxClassifier, feat, image_logits, label: int,
+                regions: np.ndarray, proposals, img_shape, generator) -> None:
+    """Add one image's answers: the image, and each kind of box.
+
+    Args:
+        feat (Tensor): (1, C, h, w) the image's last stage.
+        image_logits (Tensor): (K, ) the head on the whole image.
+        label (int): the ground-truth label.
+        regions (np.ndarray): (P, 4) the image's part regions.
+        proposals (Tensor, optional): (1, M, 4) its top-M proposals.
+        img_shape (tuple): (H, W) of the input.
+    """
+    import torch
+
+    from mmdaf.models.classifiers.daf_classifier import move_boxes_at_random
+    tally.add('image', int(image_logits.argmax()) == label)
+    boxes = {'parts': torch.as_tensor(regions, dtype=feat.dtype)[None]}
+    if proposals is not None:
+        boxes['proposals'] = proposals
+    for kind in list(boxes):
+        boxes[f'{kind}_random'] = move_boxes_at_random(boxes[kind], img_shape, generator)
+    logits = {kind: probe.box_logits(feat, kind_boxes, img_shape)[0]
+              for kind, kind_boxes in boxes.items()}
+    for kind, kind_logits in logits.items():
+        tally_boxes(tally, kind, kind_logits, image_logits, label)
+    if proposals is None:
+        return
+    right = logits['proposals'].argmax(dim=1).numpy() == label
+    hits = box_centre_hits(proposals[0].numpy(), regions)
+    tally.add('proposals.each_hit', right[hits])
+    tally.add('proposals.each_miss', right[~hits])
+    for kind in ('proposals', 'proposals_random'):
+        tally.add_count(f'{kind}.parts_hit', parts_hit(boxes[kind][0].numpy(), regions))
+
+
 def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
               cfg_options: Optional[dict] = None, window: int = 24) -> Dict[str, float]:
     """The shares of right answers of every kind of box, for one run."""
     import torch
-
-    from mmdaf.models.classifiers.daf_classifier import move_boxes_at_random
 
     files = run_files(run_dir)
     cfg, model = load_trained_model(files['config'], files['checkpoint'], cfg_options)
@@ -259,29 +292,11 @@ def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
                 tally_windows(tally, model, inputs, batch_regions,
                               [part_names[i] for i in ids], labels, generator, window)
             for i, sample in enumerate(samples):
-                label = int(sample.gt_label)
-                tally.add('image', int(image_logits[i].argmax()) == label)
                 image_id = image_ids[osp.relpath(sample.img_path, images_dir)]
-                boxes = {'parts': torch.as_tensor(regions[image_id],
-                                                  dtype=feat.dtype)[None]}
-                if proposals is not None:
-                    boxes['proposals'] = proposals[i:i + 1, :top_m]
-                for kind in list(boxes):
-                    boxes[f'{kind}_random'] = move_boxes_at_random(
-                        boxes[kind], img_shape, generator)
-                logits = {kind: probe.box_logits(feat[i:i + 1], kind_boxes, img_shape)[0]
-                          for kind, kind_boxes in boxes.items()}
-                for kind, kind_logits in logits.items():
-                    tally_boxes(tally, kind, kind_logits, image_logits[i], label)
-                if proposals is not None:
-                    right = logits['proposals'].argmax(dim=1).numpy() == label
-                    hits = box_centre_hits(boxes['proposals'][0].numpy(),
-                                           regions[image_id])
-                    tally.add('proposals.each_hit', right[hits])
-                    tally.add('proposals.each_miss', right[~hits])
-                    for kind in ('proposals', 'proposals_random'):
-                        tally.add_count(f'{kind}.parts_hit', parts_hit(
-                            boxes[kind][0].numpy(), regions[image_id]))
+                image_proposals = None if proposals is None else proposals[i:i + 1, :top_m]
+                tally_image(tally, probe, feat[i:i + 1], image_logits[i],
+                            int(sample.gt_label), regions[image_id], image_proposals,
+                            img_shape, generator)
     return tally.shares()
 
 
