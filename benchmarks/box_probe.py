@@ -55,7 +55,7 @@ from benchmarks.common import (  # noqa: E402
     check_out_path,
     load_trained_model,
     read_image_ids,
-    read_part_boxes,
+    read_part_box_rows,
     write_json,
 )
 from benchmarks.learning_metrics import box_centre_hits  # noqa: E402
@@ -156,11 +156,11 @@ class Tally:
 
 def parts_hit(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> int:
     """How many of the (P, 4) part regions hold the centre of at least one
-    of the (M, 4) boxes: how many different parts the boxes show."""
-    centres = (boxes_xyxy[:, None, :2] + boxes_xyxy[:, None, 2:]) / 2
-    inside = ((centres >= regions_xyxy[None, :, :2])
-              & (centres <= regions_xyxy[None, :, 2:])).all(axis=-1)
-    return int(inside.any(axis=0).sum())
+    of the (M, 4) boxes (edges inside): how many different parts the boxes
+    show."""
+    from mmdaf.evaluation.part_hit_rate import boxes_containing_points
+    centres = (boxes_xyxy[:, :2] + boxes_xyxy[:, 2:]) / 2
+    return int(boxes_containing_points(regions_xyxy, centres).sum())
 
 
 def tally_boxes(tally: Tally, kind: str, box_logits, image_logits, label: int) -> None:
@@ -183,17 +183,6 @@ def read_part_names(data_root: str) -> Dict[int, str]:
                                  f'got {line!r}')
             names[int(fields[0])] = fields[1].strip()
     return names
-
-
-def read_part_ids(data_root: str) -> Dict[int, List[int]]:
-    """image id -> the part ids of its rows of ``parts/part_boxes.txt``, in the
-    order :func:`benchmarks.common.read_part_boxes` returns the regions."""
-    ids: Dict[int, List[int]] = {}
-    with open(osp.join(data_root, 'parts', 'part_boxes.txt')) as f:
-        for line in f:
-            fields = line.split()
-            ids.setdefault(int(fields[0]), []).append(int(fields[1]))
-    return ids
 
 
 def tally_windows(tally: Tally, model, inputs, regions, part_names: List[str],
@@ -266,12 +255,15 @@ def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
     cfg, model = load_trained_model(files['config'], files['checkpoint'], cfg_options)
     probe = BoxClassifier(model)
     image_ids = read_image_ids(data_root)
-    regions = read_part_boxes(data_root)
+    rows = read_part_box_rows(data_root)
+    regions = {image_id: np.array([box for _, box in parts])
+               for image_id, parts in rows.items()}
     images_dir = osp.join(data_root, 'images')
     generator = torch.Generator().manual_seed(seed)
     with_windows = probe.is_daf and window > 0
     part_names = read_part_names(data_root) if with_windows else {}
-    part_ids = read_part_ids(data_root) if with_windows else {}
+    part_ids = {image_id: [part_id for part_id, _ in parts]
+                for image_id, parts in rows.items()}
     tally = Tally()
     with torch.no_grad():
         for data in build_test_loader(cfg, data_root):

@@ -149,21 +149,29 @@ def build_test_loader(cfg, data_root: str, **overrides):
 # ----------------------------------------------------------------------------
 # The synthetic set's annotation files
 # ----------------------------------------------------------------------------
-def read_part_boxes(data_root: str) -> Dict[int, np.ndarray]:
-    """image id -> (P, 4) xyxy part regions from ``parts/part_boxes.txt``."""
+def read_part_box_rows(data_root: str) -> Dict[int, List[Tuple[int, List[float]]]]:
+    """image id -> its ``(part id, [x1, y1, x2, y2])`` rows of
+    ``parts/part_boxes.txt``, in file order."""
     path = osp.join(data_root, 'parts', 'part_boxes.txt')
     if not osp.isfile(path):
         raise FileNotFoundError(f'{path} not found; write the set with '
                                 'mmdaf.datasets.make_synthetic_fgvc')
-    regions: Dict[int, List[List[float]]] = {}
+    rows: Dict[int, List[Tuple[int, List[float]]]] = {}
     with open(path) as f:
         for line_no, line in enumerate(f, start=1):
             fields = line.split()
             if len(fields) != 6:
                 raise ValueError(f'{path}:{line_no}: expected "<image_id> <part_id> '
                                  f'<x1> <y1> <x2> <y2>", got {line!r}')
-            regions.setdefault(int(fields[0]), []).append([float(v) for v in fields[2:]])
-    return {image_id: np.array(boxes) for image_id, boxes in regions.items()}
+            rows.setdefault(int(fields[0]), []).append(
+                (int(fields[1]), [float(v) for v in fields[2:]]))
+    return rows
+
+
+def read_part_boxes(data_root: str) -> Dict[int, np.ndarray]:
+    """image id -> (P, 4) xyxy part regions from ``parts/part_boxes.txt``."""
+    return {image_id: np.array([box for _, box in parts])
+            for image_id, parts in read_part_box_rows(data_root).items()}
 
 
 def read_image_ids(data_root: str) -> Dict[str, int]:

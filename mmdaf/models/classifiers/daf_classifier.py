@@ -148,6 +148,13 @@ def split_ranked(values: Tensor, num_samples: int) -> Tuple[Tensor, Optional[Ten
     return tuple(values.split([values.shape[1] - num_samples, num_samples], dim=1))
 
 
+def mean_with_context(box_logits: Tensor, context_logits: Tensor) -> Tensor:
+    """(B * K, C) logits of K boxes per image averaged with their image's
+    (B, C) logits (``rank_context='image'``)."""
+    num_boxes = box_logits.shape[0] // context_logits.shape[0]
+    return (box_logits + context_logits.repeat_interleave(num_boxes, dim=0)) / 2
+
+
 def global_average_pool(feat: Tensor) -> Tensor:
     """(B, C, h, w) -> (B, C)."""
     return feat.mean(dim=(2, 3))
@@ -694,7 +701,7 @@ class DAFClassifier(BaseClassifier):
         with self._part_bn_context(clean_bn_stats):
             logits = self.student_logits(self.backbone(part_imgs))
         if context_logits is not None:
-            logits = (logits + context_logits.repeat_interleave(num_boxes, dim=0)) / 2
+            logits = mean_with_context(logits, context_logits)
         return F.cross_entropy(logits.float(), labels.repeat_interleave(num_boxes),
                                reduction='none').view(batch_size, num_boxes)
 
@@ -763,9 +770,9 @@ class DAFClassifier(BaseClassifier):
         window_ce = F.cross_entropy(logits.float(), box_labels, reduction='none')
         rank_ce = window_ce.detach()
         if self.rank_context == 'image':
-            context = image_logits.detach().repeat_interleave(num_boxes, dim=0)
-            rank_ce = F.cross_entropy(((logits.detach() + context) / 2).float(),
-                                      box_labels, reduction='none')
+            rank_ce = F.cross_entropy(
+                mean_with_context(logits.detach(), image_logits.detach()).float(),
+                box_labels, reduction='none')
         proposal_ce, sample_ce = rank_ce.view(batch_size, num_boxes).split(
             [boxes.shape[1], sample_boxes.shape[1]], dim=1)
         return proposal_ce, sample_ce, window_ce.mean()
