@@ -427,15 +427,20 @@ def test_part_pass_counts_in_p_on_the_steps_that_run_it():
     assert added == pytest.approx(con['stage_gflops'][part_stage]
                                   + con['stage_gflops']['part images (compose, resize)'],
                                   rel=1e-6)
-    # Without L_con, rank_interval k leaves k - 1 steps of k ranking the
-    # proposals by their part images, which then run the part pass.
+    # Without L_con, rank_interval k ranks (by windows) on 1 step of k, and
+    # the k - 1 steps that rank nothing run neither windows nor part pass.
     every_third = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1,
                                    cfg_options={'model.sppn_head.rank_interval': 3})
-    assert every_third['stage_gflops'][part_stage] == pytest.approx(
-        2 / 3 * con['stage_gflops'][part_stage], rel=1e-6)
+    assert part_stage not in every_third['stage_gflops']
+    rank_stage = 'ranked anchor samples (B*K, forward only)'
+    assert every_third['stage_gflops'][rank_stage] == pytest.approx(
+        plain['stage_gflops'][rank_stage] / 3, rel=1e-6)
     model = speed_model.build_daf_model(config_path('daf_r18_synthetic.py'), 'cpu',
                                         {'model.sppn_head.rank_interval': 4})
-    assert speed_model.part_pass_share(model) == 0.75
+    assert speed_model.part_pass_share(model) == 0.0
+    model_con = speed_model.build_daf_model(config_path('daf_r18_synthetic.py'), 'cpu',
+                                            {'model.sppn_head.rank_interval': 4, **WITH_CON})
+    assert speed_model.part_pass_share(model_con) == 1.0
     # No sampled anchors at all: every step ranks by the part images.
     unsampled = speed_model.build_daf_model(config_path('daf_r18_synthetic.py'), 'cpu',
                                             {'model.sppn_head.rank_samples': 0})

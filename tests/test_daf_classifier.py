@@ -99,7 +99,7 @@ def test_part_images_go_through_backbone_in_one_batched_pass():
 def test_part_pass_runs_only_when_a_loss_reads_it(overrides, part_pass):
     model = build(teacher=None, distill=None, fusion_head=None, **overrides)
     assert model.part_pass_needed() is part_pass
-    # Steps without samples (rank_interval > 1) rank by the part images.
+    # Without samples (eval mode) the proposals are ranked by their part images.
     assert model.part_pass_needed(sampling=False) is True
     data = batch(batch_size=3)
     input_shapes = _backbone_batch_shapes(model, data)
@@ -343,6 +343,43 @@ def test_fusion_layer_receives_gradient_in_the_full_model():
 def test_bad_configs_fail_with_clear_messages(overrides, message):
     with pytest.raises(ValueError, match=message):
         build(**overrides)
+
+
+@pytest.mark.parametrize('overrides', [
+    dict(),  # proposals ranked by their windows
+    dict(proposal_rank_ce='part_image'),  # by their part images
+    dict(rank_target='occlusion', single_box_crop=0, proposal_rank_ce='part_image'),
+])
+def test_a_step_without_samples_runs_no_ranking_pass(overrides):
+    sppn_head = tiny_daf_cfg().sppn_head
+    sppn_head.rank_interval = 2
+    model = build(teacher=None, distill=None, fusion_head=None, sppn_head=sppn_head,
+                  **overrides)
+    data = batch(batch_size=3)
+    input_shapes = []
+    model.backbone.register_forward_hook(
+        lambda module, args, output: input_shapes.append(tuple(args[0].shape)))
+    model(**data, mode='loss')  # step 1 of 2 draws and ranks the samples
+    assert input_shapes[0] == (3, 3, SIZE, SIZE) and len(input_shapes) > 1
+    input_shapes.clear()
+    losses = model(**data, mode='loss')  # step 2: no samples, no ranking
+    assert input_shapes == [(3, 3, SIZE, SIZE)]
+    assert model.part_pass_needed(sampling=False) is False
+    assert losses['loss_rank'].item() == 0.0
+    assert losses['loss_overlap'].item() > 0.0
+
+
+def test_sppn_loss_without_a_ranking_target_only_on_a_step_that_ranks_nothing():
+    model = build(teacher=None, distill=None, fusion_head=None)
+    head = model.sppn_head
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]])
+    scores = torch.tensor([[0.5, 0.1]], requires_grad=True)
+    area = torch.tensor([400.0])
+    with pytest.raises(ValueError, match='part_ce is None, but this step ranks the boxes '
+                       r'\(rank_interval=1, samples not given\)'):
+        head.loss(boxes, scores, None, area)
+    head.rank_interval = 2
+    assert head.loss(boxes, scores, None, area)['loss_rank'].item() == 0.0
 
 
 CLEAN_RANK = dict(rank_target='clean_features', single_box_crop=0,

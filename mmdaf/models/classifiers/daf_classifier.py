@@ -888,7 +888,8 @@ class DAFClassifier(BaseClassifier):
 
         Their logits feed ``loss_con`` and their cross entropy ranks the
         proposals, unless the proposals are ranked by their windows: without
-        ``loss_concentrate`` such a step reads nothing from them.
+        ``loss_concentrate`` such a step reads nothing from them. Nor does a
+        step that ranks nothing (:meth:`ranks_this_step`).
 
         Args:
             sampling (bool): whether the step draws sampled anchors.
@@ -898,8 +899,21 @@ class DAFClassifier(BaseClassifier):
             return False
         if self.loss_concentrate is not None:
             return True
-        return (self.rank_target == 'part_images'
+        return (self.ranks_this_step(sampling) and self.rank_target == 'part_images'
                 and not self.ranks_proposals_by_windows(sampling))
+
+    def ranks_this_step(self, sampling: bool) -> bool:
+        """Whether a training step applies the SPPN's ranking loss.
+
+        With ``rank_interval`` k > 1 only the steps that draw samples do (1
+        in k): the others add a ranking loss of zero (:meth:`SPPNHead.loss`),
+        so their boxes need no ranking target. With k = 1 every step ranks
+        (the N proposals alone when no samples are drawn, as in eval mode).
+
+        Args:
+            sampling (bool): whether the step draws sampled anchors.
+        """
+        return sampling or self.sppn_head.rank_interval == 1
 
     def _part_bn_context(self, clean_bn_stats: Optional[dict]):
         """How the part pass uses BatchNorm (see ``part_bn``)."""
@@ -997,7 +1011,10 @@ class DAFClassifier(BaseClassifier):
                     labels.repeat_interleave(num_parts),
                     reduction='none').view(-1, num_parts)
             rank_part_ce, ranked_samples = part_ce, {}
-            if self.rank_target in ('clean_features', 'occlusion'):
+            if not self.ranks_this_step(sampling):
+                # No ranking loss on this step, so no target to compute.
+                rank_part_ce = None
+            elif self.rank_target in ('clean_features', 'occlusion'):
                 if self.rank_target == 'clean_features':
                     rank_part_ce, sample_ce = self.clean_feature_ce(student, labels,
                                                                     inputs.shape[-2:])

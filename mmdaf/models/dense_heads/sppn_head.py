@@ -123,8 +123,10 @@ class SPPNHead(BaseModule):
             at 1/k of the sampled anchors' cost (their single-box part images
             are most of a training step, benchmarks/speed.py). The other
             steps add a ranking loss of zero (that keeps the scores in the
-            graph, for DDP). A proposals-only ranking on those steps would
-            teach the inverted order that ``rank_samples`` fixes. The count
+            graph, for DDP), and the classifier computes no ranking target
+            for them (no windows, no part pass unless ``loss_concentrate``).
+            A proposals-only ranking on those steps would teach the inverted
+            order that ``rank_samples`` fixes. The count
             is per training forward and is not saved in checkpoints: a
             resumed run may shift which steps rank. Defaults to 1 (every
             step).
@@ -668,7 +670,7 @@ class SPPNHead(BaseModule):
         self._rank_step_count += 1
         return samples
 
-    def loss(self, part_boxes: Tensor, part_scores: Tensor, part_ce: Tensor,
+    def loss(self, part_boxes: Tensor, part_scores: Tensor, part_ce: Optional[Tensor],
              object_area: Tensor, sample_scores: Optional[Tensor] = None,
              sample_ce: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """SPPN losses from the part images' evaluation.
@@ -676,9 +678,10 @@ class SPPNHead(BaseModule):
         Args:
             part_boxes (Tensor): (B, N, 4) boxes from :meth:`propose`.
             part_scores (Tensor): (B, N) scores from :meth:`propose`.
-            part_ce (Tensor): (B, N) ground-truth-class cross entropy of each
-                part image; detached here (a target, not a path into the
-                backbone).
+            part_ce (Tensor, optional): (B, N) ground-truth-class cross
+                entropy of each part image; detached here (a target, not a
+                path into the backbone). May be None only on a step that ranks
+                nothing (``rank_interval`` k > 1, no samples given).
             object_area (Tensor): (B,) object area S in input pixels; detached.
             sample_scores (Tensor, optional): (B, K) scores of the sampled
                 anchors (:meth:`sample_anchors`), ranked together with the N
@@ -698,12 +701,17 @@ class SPPNHead(BaseModule):
             raise ValueError(f'part_scores must be (B, N) = '
                              f'{tuple(part_boxes.shape[:2])}, got '
                              f'{tuple(part_scores.shape)}')
-        if part_ce.shape != part_scores.shape:
+        if (sample_scores is None) != (sample_ce is None):
+            raise ValueError('sample_scores and sample_ce must be given together')
+        ranks = self.rank_interval == 1 or sample_scores is not None
+        if part_ce is None and ranks:
+            raise ValueError('part_ce is None, but this step ranks the boxes '
+                             f'(rank_interval={self.rank_interval}, samples '
+                             f'{"given" if sample_scores is not None else "not given"})')
+        if part_ce is not None and part_ce.shape != part_scores.shape:
             raise ValueError(f'part_ce must be (B, N) = {tuple(part_scores.shape)}, '
                              f'got {tuple(part_ce.shape)}')
         rank_scores, rank_ce = part_scores, part_ce
-        if (sample_scores is None) != (sample_ce is None):
-            raise ValueError('sample_scores and sample_ce must be given together')
         if sample_scores is not None:
             if sample_scores.shape[0] != part_scores.shape[0] or \
                     sample_ce.shape != sample_scores.shape:
