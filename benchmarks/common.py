@@ -151,21 +151,9 @@ def build_test_loader(cfg, data_root: str, **overrides):
 # ----------------------------------------------------------------------------
 def read_part_box_rows(data_root: str) -> Dict[int, List[Tuple[int, List[float]]]]:
     """image id -> its ``(part id, [x1, y1, x2, y2])`` rows of
-    ``parts/part_boxes.txt``, in file order."""
-    path = osp.join(data_root, 'parts', 'part_boxes.txt')
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'{path} not found; write the set with '
-                                'mmdaf.datasets.make_synthetic_fgvc')
-    rows: Dict[int, List[Tuple[int, List[float]]]] = {}
-    with open(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            fields = line.split()
-            if len(fields) != 6:
-                raise ValueError(f'{path}:{line_no}: expected "<image_id> <part_id> '
-                                 f'<x1> <y1> <x2> <y2>", got {line!r}')
-            rows.setdefault(int(fields[0]), []).append(
-                (int(fields[1]), [float(v) for v in fields[2:]]))
-    return rows
+    ``parts/part_boxes.txt``, in file order (the dataset's reader)."""
+    from mmdaf.datasets import read_part_box_rows as read_rows
+    return read_rows(data_root)
 
 
 def read_part_boxes(data_root: str) -> Dict[int, np.ndarray]:

@@ -235,6 +235,11 @@ def test_config_trains_one_step_and_predicts(name, stand_in_checkpoints):
     data = dict(
         inputs=[torch.randint(0, 256, (3, size, size), dtype=torch.uint8) for _ in labels],
         data_samples=[DataSample().set_gt_label(label) for label in labels])
+    if (cfg.model.get('part_pool') or {}).get('boxes') == 'ground_truth':
+        # The oracle control pools at the part regions its data samples carry.
+        for sample in data['data_samples']:
+            sample.set_field(torch.tensor([[4.0, 4.0, 16.0, 14.0], [30.0, 20.0, 44.0, 34.0]]),
+                             'gt_bboxes')
     optim_wrapper = OptimWrapper(torch.optim.SGD(model.parameters(), lr=0.01))
 
     model.train()
@@ -355,6 +360,8 @@ def test_synthetic_config_trains_without_the_part_pass():
                                                 boxes='proposals')),
     ('ablation/r18_sppn_lhm_random-pool_synthetic.py',
      dict(top_m=3, loss_weight=1.0, predict=True, boxes='random')),
+    ('ablation/r18_sppn_lhm_oracle-pool_synthetic.py',
+     dict(top_m=3, loss_weight=1.0, predict=True, boxes='ground_truth')),
     ('daf_r18_synthetic.py', None),
     ('ablation/r18_sppn_lhm_teacher_synthetic.py', None),
     ('ablation/r50_sppn_lhm_cub.py', None),

@@ -711,6 +711,46 @@ def test_random_part_pool_predictions_repeat_in_eval_mode():
     assert not torch.allclose(trained[0], trained[1])
 
 
+def test_ground_truth_part_pool_pools_every_given_part_in_loss_and_prediction():
+    model = build(teacher=None, distill=None, fusion_head=None,
+                  part_pool=dict(top_m=1, loss_weight=0.5, boxes='ground_truth')).eval()
+    data = batch(batch_size=2)
+    with torch.no_grad():
+        c5 = model.run_student(data['inputs']).feats[-1]
+    cell = SIZE // c5.shape[-1]
+    # Three parts per image, each exactly one cell: top_m=1 does not cut them.
+    cells = [[(0, 1), (2, 3), (3, 3)], [(1, 1), (0, 0), (2, 0)]]
+    for sample, image_cells in zip(data['data_samples'], cells):
+        sample.set_field(_cell_boxes(cell, image_cells)[0].numpy(), 'gt_bboxes')
+    with torch.no_grad():
+        logits, _ = model.predict_logits(data['inputs'], data['data_samples'])
+        image_logits = model.run_student(data['inputs']).logits
+        losses = model.loss(data['inputs'], data['data_samples'])
+    pooled = torch.stack([
+        torch.stack([model.head((c5[i:i + 1, :, row, col], ))[0] for row, col in image_cells])
+        for i, image_cells in enumerate(cells)])  # (2, 3, K)
+    expected = torch.cat([image_logits[:, None], pooled], dim=1).mean(dim=1)
+    torch.testing.assert_close(logits, expected)
+    labels = torch.tensor([0, 1]).repeat_interleave(3)
+    torch.testing.assert_close(
+        losses['loss_part_pool'],
+        0.5 * torch.nn.functional.cross_entropy(pooled.flatten(0, 1), labels))
+
+
+def test_ground_truth_part_pool_without_part_boxes_says_how_to_load_them():
+    model = build(teacher=None, distill=None, fusion_head=None,
+                  part_pool=dict(boxes='ground_truth')).eval()
+    data = batch()
+    with pytest.raises(ValueError, match=r"needs gt_bboxes on every data sample: load them "
+                       r'with SyntheticFGVC\(with_part_boxes=True\)'):
+        model.predict(data['inputs'], data['data_samples'])
+    data['data_samples'][0].set_field(torch.zeros(3, 4), 'gt_bboxes')
+    data['data_samples'][1].set_field(torch.zeros(2, 4), 'gt_bboxes')
+    with pytest.raises(ValueError, match=r'same P in every sample, got shapes '
+                       r'\[\(2, 4\), \(3, 4\)\]'):
+        model.loss(data['inputs'], data['data_samples'])
+
+
 @pytest.mark.parametrize('part_pool, message', [
     (dict(top_k=3), r"unknown part_pool keys \['top_k'\]"),
     (dict(top_m=0), 'part_pool.top_m must be >= 1, got 0'),

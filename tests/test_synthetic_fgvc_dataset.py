@@ -1,4 +1,5 @@
 """SyntheticFGVC: mmpretrain's CUB reading the synthetic root with its own classes."""
+import numpy as np
 import pytest
 from mmpretrain.datasets import CUB
 
@@ -33,3 +34,43 @@ def test_malformed_classes_txt_names_the_line(tmp_path):
 def test_missing_classes_txt_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match='classes.txt: class list not found'):
         read_cub_class_names(str(tmp_path / 'classes.txt'))
+
+
+def test_part_boxes_come_from_part_boxes_txt_in_part_id_order(tiny_cub_root):
+    from mmdaf.datasets import read_part_box_rows
+    rows = read_part_box_rows(tiny_cub_root)
+    with open(f'{tiny_cub_root}/images.txt') as f:
+        image_ids = {path: int(image_id) for image_id, path in map(str.split, f)}
+    test = SyntheticFGVC(data_root=tiny_cub_root, split='test', with_part_boxes=True)
+    assert len(test) == 8
+    for index in range(len(test)):
+        info = test.get_data_info(index)
+        rel_path = info['img_path'].split('/images/', 1)[1]
+        expected = [box for _, box in sorted(rows[image_ids[rel_path]])]
+        assert info['gt_bboxes'].dtype == np.float32 and info['gt_bboxes'].shape == (5, 4)
+        np.testing.assert_allclose(info['gt_bboxes'], expected, rtol=0, atol=1e-5)
+    assert 'gt_bboxes' not in SyntheticFGVC(data_root=tiny_cub_root, split='test').get_data_info(0)
+
+
+def test_part_boxes_flip_with_the_image_and_reach_the_data_sample(tiny_cub_root):
+    pipeline = [dict(type='LoadImageFromFileSafe'),
+                dict(type='RandomFlip', prob=1.0, direction='horizontal'),
+                dict(type='PackInputs', algorithm_keys=('gt_bboxes', ))]
+    flipped = SyntheticFGVC(data_root=tiny_cub_root, split='train', with_part_boxes=True,
+                            pipeline=pipeline)
+    plain = SyntheticFGVC(data_root=tiny_cub_root, split='train', with_part_boxes=True)
+    boxes = plain.get_data_info(3)['gt_bboxes']
+    sample = flipped[3]['data_samples']
+    width = flipped[3]['inputs'].shape[-1]
+    assert width == 64
+    expected = np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]],
+                        axis=1)
+    np.testing.assert_allclose(sample.gt_bboxes, expected, rtol=0, atol=1e-5)
+
+
+def test_part_box_rows_with_a_missing_field_name_the_line(tmp_path):
+    from mmdaf.datasets import read_part_box_rows
+    (tmp_path / 'parts').mkdir()
+    (tmp_path / 'parts' / 'part_boxes.txt').write_text('1 1 0 0 4 4\n1 2 0 0 4\n')
+    with pytest.raises(ValueError, match=r'part_boxes.txt:2: expected "<image_id> <part_id>'):
+        read_part_box_rows(str(tmp_path))

@@ -4,5 +4,9 @@ from .synthetic_fgvc import (  # noqa: F401
     make_synthetic_fgvc,
     make_synthetic_generic,
 )
-from .synthetic_fgvc_dataset import SyntheticFGVC, read_cub_class_names  # noqa: F401
+from .synthetic_fgvc_dataset import (  # noqa: F401
+    SyntheticFGVC,
+    read_cub_class_names,
+    read_part_box_rows,
+)
 from .transforms import LoadImageFromFileSafe  # noqa: F401

@@ -1,7 +1,8 @@
 """The synthetic fine-grained set as an mmpretrain dataset."""
 import os.path as osp
-from typing import List
+from typing import Dict, List, Tuple
 
+import numpy as np
 from mmengine.fileio import list_from_file
 from mmpretrain.datasets import CUB
 from mmpretrain.registry import DATASETS
@@ -28,6 +29,24 @@ def read_cub_class_names(path: str) -> List[str]:
     return [names[class_id] for class_id in sorted(names)]
 
 
+def read_part_box_rows(data_root: str) -> Dict[int, List[Tuple[int, List[float]]]]:
+    """image id -> its ``(part id, [x1, y1, x2, y2])`` rows of
+    ``parts/part_boxes.txt``, in file order."""
+    path = osp.join(data_root, 'parts', 'part_boxes.txt')
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{path} not found; write the set with '
+                                'mmdaf.datasets.make_synthetic_fgvc')
+    rows: Dict[int, List[Tuple[int, List[float]]]] = {}
+    for line_no, line in enumerate(list_from_file(path), start=1):
+        fields = line.split()
+        if len(fields) != 6:
+            raise ValueError(f'{path}:{line_no}: expected "<image_id> <part_id> '
+                             f'<x1> <y1> <x2> <y2>", got {line!r}')
+        rows.setdefault(int(fields[0]), []).append(
+            (int(fields[1]), [float(v) for v in fields[2:]]))
+    return rows
+
+
 @DATASETS.register_module()
 class SyntheticFGVC(CUB):
     """mmpretrain's ``CUB`` dataset reading the synthetic set, with its own
@@ -42,11 +61,42 @@ class SyntheticFGVC(CUB):
         data_root (str): a CUB_200_2011-layout root written by
             ``tools/misc/make_synthetic_fgvc.py``.
         split (str): ``'train'`` or ``'test'``.
+        with_part_boxes (bool): also give each sample its ground-truth part
+            regions from ``parts/part_boxes.txt`` as ``gt_bboxes``, a (P, 4)
+            float32 xyxy array in image pixels (P parts, in part id order),
+            under the key that mmcv's ``RandomFlip`` flips with the image. A
+            model reads them only when ``PackInputs`` carries them
+            (``algorithm_keys=('gt_bboxes', )``), as the oracle control
+            ``DAFClassifier(part_pool=dict(boxes='ground_truth'))`` does.
+            Defaults to False.
         **kwargs: passed to ``CUB``.
     """
 
-    def __init__(self, data_root: str, split: str = 'train', **kwargs) -> None:
+    def __init__(self, data_root: str, split: str = 'train',
+                 with_part_boxes: bool = False, **kwargs) -> None:
         if 'metainfo' not in kwargs and 'classes' not in kwargs:
             class_names = read_cub_class_names(osp.join(data_root, 'classes.txt'))
             kwargs['metainfo'] = dict(classes=class_names)
+        self.with_part_boxes = with_part_boxes
         super().__init__(data_root=data_root, split=split, **kwargs)
+
+    def load_data_list(self) -> List[dict]:
+        data_list = super().load_data_list()
+        if not self.with_part_boxes:
+            return data_list
+        image_ids = self._image_ids_by_path()
+        part_rows = read_part_box_rows(self.data_root)
+        for info in data_list:
+            image_id = image_ids[info['img_path']]
+            if image_id not in part_rows:
+                raise ValueError(f'{self.data_root}/parts/part_boxes.txt has no part '
+                                 f'boxes for image {image_id} ({info["img_path"]})')
+            rows = sorted(part_rows[image_id])
+            info['gt_bboxes'] = np.array([box for _, box in rows], dtype=np.float32)
+        return data_list
+
+    def _image_ids_by_path(self) -> Dict[str, int]:
+        # The same join as CUB.load_data_list, so that the paths match; its
+        # reader counts the ids of images.txt from 0.
+        return {self.backend.join_path(self.img_prefix, rel_path): index + 1
+                for index, rel_path in self._load_data_from_txt(self.ann_file).items()}

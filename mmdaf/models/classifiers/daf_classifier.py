@@ -27,7 +27,7 @@ DISTILL_GATES = ('all', 'teacher_correct', 'teacher_better')
 PROPOSAL_RANK_CE = ('part_image', 'window')
 RANK_TARGETS = ('part_images', 'clean_features', 'occlusion')
 RANK_CONTEXTS = ('none', 'image')
-PART_POOL_BOXES = ('proposals', 'random')
+PART_POOL_BOXES = ('proposals', 'random', 'ground_truth')
 
 
 class StudentOutput(NamedTuple):
@@ -129,6 +129,35 @@ def move_boxes_at_random(boxes: Tensor, img_shape: Tuple[int, int],
                        dtype=sizes.dtype)
     corners = draws * limits
     return torch.cat([corners, corners + sizes], dim=-1)
+
+
+def ground_truth_part_boxes(data_samples: Optional[List[DataSample]],
+                            device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The (B, P, 4) ground-truth part regions carried by the data samples.
+
+    Args:
+        data_samples (list[DataSample], optional): each with ``gt_bboxes``,
+            a (P, 4) xyxy array or tensor in input pixels, the same P for all
+            (``SyntheticFGVC(with_part_boxes=True)`` and ``PackInputs(
+            algorithm_keys=('gt_bboxes', ))``).
+        device (torch.device): where the boxes go.
+        dtype (torch.dtype): their dtype.
+
+    Returns:
+        Tensor: (B, P, 4).
+    """
+    if not data_samples or any('gt_bboxes' not in sample for sample in data_samples):
+        raise ValueError(
+            "part_pool.boxes='ground_truth' needs gt_bboxes on every data sample: "
+            'load them with SyntheticFGVC(with_part_boxes=True) and carry them with '
+            "PackInputs(algorithm_keys=('gt_bboxes', )) in the train and test pipelines")
+    boxes = [torch.as_tensor(sample.gt_bboxes, dtype=dtype, device=device)
+             for sample in data_samples]
+    shapes = {tuple(box.shape) for box in boxes}
+    if len(shapes) != 1 or len(boxes[0].shape) != 2 or boxes[0].shape[1] != 4:
+        raise ValueError(f'gt_bboxes must be (P, 4) with the same P in every sample, '
+                         f'got shapes {sorted(shapes)}')
+    return torch.stack(boxes)
 
 
 def ranked_boxes(student: StudentOutput) -> Tuple[Tensor, int]:
@@ -347,7 +376,11 @@ class DAFClassifier(BaseClassifier):
             ``predict`` the student's prediction averages those M logits
             with the image's. ``boxes='random'`` moves the boxes to random
             positions (same sizes): the control for whether the proposals'
-            positions matter. None (default) turns it off.
+            positions matter. ``boxes='ground_truth'`` pools in every
+            ground-truth part region instead (``top_m`` unused), in training
+            and prediction: the oracle control, what perfect proposals could
+            give; the data samples must carry ``gt_bboxes``
+            (:func:`ground_truth_part_boxes`). None (default) turns it off.
         loss_concentrate (dict, optional): ``ConcentrateLoss`` config. None
             drops L_con; with the proposals ranked by their windows
             (``proposal_rank_ce='window'``) nothing then reads the part
@@ -777,18 +810,25 @@ class DAFClassifier(BaseClassifier):
             [boxes.shape[1], sample_boxes.shape[1]], dim=1)
         return proposal_ce, sample_ce, window_ce.mean()
 
-    def part_pool_logits(self, student: StudentOutput,
-                         img_shape: Tuple[int, int]) -> Tensor:
+    def part_pool_logits(self, student: StudentOutput, img_shape: Tuple[int, int],
+                         data_samples: Optional[List[DataSample]] = None) -> Tensor:
         """Student head logits on the last stage pooled in the top-M proposals.
 
         Args:
             student (StudentOutput): the clean pass with its proposals.
             img_shape (tuple): (H, W) of the input.
+            data_samples (list[DataSample], optional): read only with
+                ``part_pool.boxes='ground_truth'``, for their ``gt_bboxes``.
 
         Returns:
-            Tensor: (B, M, K) logits; the gradient reaches the backbone
-            through the pooled cells, not the boxes.
+            Tensor: (B, M, K) logits (M = P with ``'ground_truth'``); the
+            gradient reaches the backbone through the pooled cells, not the
+            boxes.
         """
+        if self.part_pool['boxes'] == 'ground_truth':
+            feat = student.feats[-1]
+            boxes = ground_truth_part_boxes(data_samples, feat.device, feat.dtype)
+            return self.box_logits(feat, boxes, img_shape)
         top_m = min(self.part_pool['top_m'], student.boxes.shape[1])
         boxes = student.boxes[:, :top_m].detach()
         if self.part_pool['boxes'] == 'random':
@@ -972,7 +1012,7 @@ class DAFClassifier(BaseClassifier):
         """``'tensor'``: the logits used for prediction (B, K); ``'loss'``: a
         dict of weighted losses; ``'predict'``: a list of DataSample."""
         if mode == 'tensor':
-            return self.predict_logits(inputs)[0]
+            return self.predict_logits(inputs, data_samples)[0]
         if mode == 'loss':
             return self.loss(inputs, data_samples)
         if mode == 'predict':
@@ -994,7 +1034,7 @@ class DAFClassifier(BaseClassifier):
         losses.update({f'student_{k}': v for k, v in pred.items()})
 
         if self.part_pool is not None:
-            pooled_logits = self.part_pool_logits(student, inputs.shape[-2:])
+            pooled_logits = self.part_pool_logits(student, inputs.shape[-2:], data_samples)
             num_pooled = pooled_logits.shape[1]
             losses['loss_part_pool'] = weight_s * self.part_pool['loss_weight'] * \
                 F.cross_entropy(pooled_logits.flatten(0, 1).float(),
@@ -1076,8 +1116,13 @@ class DAFClassifier(BaseClassifier):
             losses.update({f'fusion_{k}': v for k, v in fusion_pred.items()})
         return losses
 
-    def predict_logits(self, inputs: Tensor) -> Tuple[Tensor, Dict[str, Optional[Tensor]]]:
+    def predict_logits(self, inputs: Tensor,
+                       data_samples: Optional[List[DataSample]] = None
+                       ) -> Tuple[Tensor, Dict[str, Optional[Tensor]]]:
         """The prediction logits and everything shown to users.
+
+        ``data_samples`` are read only by the oracle control
+        (``part_pool.boxes='ground_truth'``).
 
         Returns:
             tuple: (B, K) logits of the best available stream (fused, else
@@ -1094,7 +1139,8 @@ class DAFClassifier(BaseClassifier):
             # All N part images, composed as in training; the first M count.
             student_streams.append(self.part_logits(inputs, student.boxes)[:, :top_m])
         if self.part_pool is not None and self.part_pool['predict']:
-            student_streams.append(self.part_pool_logits(student, inputs.shape[-2:]))
+            student_streams.append(self.part_pool_logits(student, inputs.shape[-2:],
+                                                         data_samples))
         if len(student_streams) > 1:
             student = student._replace(
                 logits=torch.cat(student_streams, dim=1).mean(dim=1))
@@ -1115,7 +1161,7 @@ class DAFClassifier(BaseClassifier):
                 **kwargs) -> List[DataSample]:
         """Fused prediction; also student/teacher scores, part boxes and scores,
         and the heatmap on each data sample (see class doc)."""
-        logits, extras = self.predict_logits(inputs)
+        logits, extras = self.predict_logits(inputs, data_samples)
         if data_samples is None:
             data_samples = [DataSample() for _ in range(inputs.shape[0])]
         scores = F.softmax(logits.float(), dim=1)
