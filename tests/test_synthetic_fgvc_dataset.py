@@ -74,3 +74,16 @@ def test_part_box_rows_with_a_missing_field_name_the_line(tmp_path):
     (tmp_path / 'parts' / 'part_boxes.txt').write_text('1 1 0 0 4 4\n1 2 0 0 4\n')
     with pytest.raises(ValueError, match=r'part_boxes.txt:2: expected "<image_id> <part_id>'):
         read_part_box_rows(str(tmp_path))
+
+
+def test_part_ids_pick_the_parts_in_their_order(tiny_cub_root):
+    every = SyntheticFGVC(data_root=tiny_cub_root, split='test', with_part_boxes=True)
+    picked = SyntheticFGVC(data_root=tiny_cub_root, split='test', with_part_boxes=True,
+                           part_ids=[5, 3])
+    boxes = every.get_data_info(2)['gt_bboxes']
+    np.testing.assert_array_equal(picked.get_data_info(2)['gt_bboxes'], boxes[[4, 2]])
+    with pytest.raises(ValueError, match=r'has no part 9 \(part_ids=\[9\]\)'):
+        SyntheticFGVC(data_root=tiny_cub_root, split='test', with_part_boxes=True,
+                      part_ids=[9]).get_data_info(0)
+    with pytest.raises(ValueError, match='part_ids needs with_part_boxes=True'):
+        SyntheticFGVC(data_root=tiny_cub_root, split='test', part_ids=[1])

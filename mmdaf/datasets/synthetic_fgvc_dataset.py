@@ -1,6 +1,6 @@
 """The synthetic fine-grained set as an mmpretrain dataset."""
 import os.path as osp
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mmengine.fileio import list_from_file
@@ -69,15 +69,22 @@ class SyntheticFGVC(CUB):
             (``algorithm_keys=('gt_bboxes', )``), as the oracle control
             ``DAFClassifier(part_pool=dict(boxes='ground_truth'))`` does.
             Defaults to False.
+        part_ids (Sequence[int], optional): with ``with_part_boxes``, only
+            these parts (ids of ``parts/parts.txt``), in this order. None
+            (default) gives every part.
         **kwargs: passed to ``CUB``.
     """
 
     def __init__(self, data_root: str, split: str = 'train',
-                 with_part_boxes: bool = False, **kwargs) -> None:
+                 with_part_boxes: bool = False,
+                 part_ids: Optional[Sequence[int]] = None, **kwargs) -> None:
         if 'metainfo' not in kwargs and 'classes' not in kwargs:
             class_names = read_cub_class_names(osp.join(data_root, 'classes.txt'))
             kwargs['metainfo'] = dict(classes=class_names)
+        if part_ids is not None and not with_part_boxes:
+            raise ValueError('SyntheticFGVC: part_ids needs with_part_boxes=True')
         self.with_part_boxes = with_part_boxes
+        self.part_ids = None if part_ids is None else [int(i) for i in part_ids]
         super().__init__(data_root=data_root, split=split, **kwargs)
 
     def load_data_list(self) -> List[dict]:
@@ -91,8 +98,14 @@ class SyntheticFGVC(CUB):
             if image_id not in part_rows:
                 raise ValueError(f'{self.data_root}/parts/part_boxes.txt has no part '
                                  f'boxes for image {image_id} ({info["img_path"]})')
-            rows = sorted(part_rows[image_id])
-            info['gt_bboxes'] = np.array([box for _, box in rows], dtype=np.float32)
+            boxes = dict(part_rows[image_id])
+            wanted = sorted(boxes) if self.part_ids is None else self.part_ids
+            missing = [part_id for part_id in wanted if part_id not in boxes]
+            if missing:
+                raise ValueError(f'{self.data_root}/parts/part_boxes.txt: image {image_id} '
+                                 f'has no part {missing[0]} (part_ids={self.part_ids})')
+            info['gt_bboxes'] = np.array([boxes[part_id] for part_id in wanted],
+                                         dtype=np.float32)
         return data_list
 
     def _image_ids_by_path(self) -> Dict[str, int]:
