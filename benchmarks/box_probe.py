@@ -26,7 +26,9 @@ right), ``mean`` (top-1 of the boxes' mean logits) and ``with_image`` (top-1
 of the mean of the image's logits and the boxes' logits: the student
 prediction of ``part_pool.predict``); ``image`` is the head on the whole
 image. For the proposals it also splits ``each`` by whether the box hits a
-part (its centre in a part region, as the hit rate counts).
+part (its centre in a part region, as the hit rate counts). ``part_alone.<part>``
+is ``with_image`` for that one ground-truth region alone: what pooling at
+that part, and no other, would give this model.
 
 ``parts`` far above ``parts_random`` says the features where the parts are
 carry the class better than features elsewhere: pooling there can help, and
@@ -212,7 +214,8 @@ def tally_windows(tally: Tally, model, inputs, regions, part_names: List[str],
 
 
 def tally_image(tally: Tally, probe: BoxClassifier, feat, image_logits, label: int,
-                regions: np.ndarray, proposals, img_shape, generator) -> None:
+                regions: np.ndarray, proposals, img_shape, generator,
+                region_names: Sequence[str] = ()) -> None:
     """Add one image's answers: the image, and each kind of box.
 
     Args:
@@ -222,6 +225,10 @@ def tally_image(tally: Tally, probe: BoxClassifier, feat, image_logits, label: i
         regions (np.ndarray): (P, 4) the image's part regions.
         proposals (Tensor, optional): (1, M, 4) its top-M proposals.
         img_shape (tuple): (H, W) of the input.
+        region_names (Sequence[str]): the P regions' part names; with them
+            each region alone is also averaged with the image
+            (``part_alone.<name>``): what pooling at that one part would
+            give.
     """
     import torch
 
@@ -236,6 +243,9 @@ def tally_image(tally: Tally, probe: BoxClassifier, feat, image_logits, label: i
               for kind, kind_boxes in boxes.items()}
     for kind, kind_logits in logits.items():
         tally_boxes(tally, kind, kind_logits, image_logits, label)
+    for name, region_logits in zip(region_names, logits['parts']):
+        alone = (region_logits + image_logits) / 2
+        tally.add(f'part_alone.{name}', int(alone.argmax()) == label)
     if proposals is None:
         return
     right = logits['proposals'].argmax(dim=1).numpy() == label
@@ -261,7 +271,7 @@ def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
     images_dir = osp.join(data_root, 'images')
     generator = torch.Generator().manual_seed(seed)
     with_windows = probe.is_daf and window > 0
-    part_names = read_part_names(data_root) if with_windows else {}
+    part_names = read_part_names(data_root)
     part_ids = {image_id: [part_id for part_id, _ in parts]
                 for image_id, parts in rows.items()}
     tally = Tally()
@@ -288,7 +298,8 @@ def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
                 image_proposals = None if proposals is None else proposals[i:i + 1, :top_m]
                 tally_image(tally, probe, feat[i:i + 1], image_logits[i],
                             int(sample.gt_label), regions[image_id], image_proposals,
-                            img_shape, generator)
+                            img_shape, generator,
+                            [part_names[p] for p in part_ids[image_id]])
     return tally.shares()
 
 
@@ -313,6 +324,10 @@ def print_summary(summary: Dict[str, List[float]], num_runs: int) -> None:
     for name in ('proposals.each_hit', 'proposals.each_miss'):
         if name in summary:
             print(f'  {name}: {summary[name][0]:.1f} ± {summary[name][1]:.1f}')
+    alone = [name for name in summary if name.startswith('part_alone.')]
+    if alone:
+        print('  one part region with the image: ' + ', '.join(
+            f'{name[len("part_alone."):]} {summary[name][0]:.1f}' for name in alone))
     windows = [name for name in summary if name.startswith('window.')]
     if windows:
         print('  student on the part windows: ' + ', '.join(

@@ -130,7 +130,38 @@ def test_probe_agrees_with_the_models_own_student_predictions(tmp_path, tiny_cub
         {f'window.{n}' for n in names.values()} | {'window.random'}
     assert all(round(shares[f'window.{n}'] * num_images / 100, 6).is_integer()
                for n in names.values())
+    # Each part region alone with the image: one share per part name.
+    assert {k for k in shares if k.startswith('part_alone.')} == \
+        {f'part_alone.{n}' for n in names.values()}
+    assert all(round(shares[f'part_alone.{n}'] * num_images / 100, 6).is_integer()
+               for n in names.values())
     no_windows = box_probe.probe_run(run_dir, tiny_cub_root, top_m=3, seed=0, window=0)
     assert not any(k.startswith('window.') for k in no_windows)
     assert no_windows['proposals.with_image'] == shares['proposals.with_image']
     assert osp.isfile(files['checkpoint'])
+
+
+class _OneHotBoxes:
+    """A stand-in probe: each box's logits are 3 on the class given by its
+    left edge (x1 mod K), 0 elsewhere."""
+
+    def box_logits(self, feat, boxes, img_shape):
+        logits = torch.zeros(*boxes.shape[:2], 3)
+        for m, box in enumerate(boxes[0]):
+            logits[0, m, int(box[0]) % 3] = 3.0
+        return logits
+
+
+def test_each_part_alone_is_averaged_with_the_image_by_name():
+    tally = box_probe.Tally()
+    regions = np.array([[1.0, 0.0, 5.0, 4.0], [2.0, 0.0, 6.0, 4.0]])  # class 1, class 2
+    image_logits = torch.tensor([1.0, 0.0, 0.0])
+    box_probe.tally_image(tally, _OneHotBoxes(), torch.zeros(1, 4, 2, 2), image_logits,
+                          label=1, regions=regions, proposals=None, img_shape=(8, 8),
+                          generator=torch.Generator().manual_seed(0),
+                          region_names=['beak', 'tail'])
+    shares = tally.shares()
+    # beak: (image + [0, 3, 0]) / 2 picks class 1, right; tail picks class 2.
+    assert shares['part_alone.beak'] == 100.0 and shares['part_alone.tail'] == 0.0
+    # Both regions with the image: [1, 3, 3] / 3, a tie that argmax gives to class 1.
+    assert shares['parts.with_image'] == 100.0
