@@ -355,13 +355,14 @@ def test_synthetic_config_trains_without_the_part_pass():
 
 @pytest.mark.parametrize('name, part_pool', [
     ('ablation/r18_sppn_synthetic.py', dict(top_m=3, loss_weight=1.0, predict=True,
-                                            boxes='proposals')),
+                                            boxes='proposals', warmup=False)),
     ('ablation/r18_sppn_lhm_synthetic.py', dict(top_m=3, loss_weight=1.0, predict=True,
-                                                boxes='proposals')),
+                                                boxes='proposals', warmup=False)),
     ('ablation/r18_sppn_lhm_random-pool_synthetic.py',
-     dict(top_m=3, loss_weight=1.0, predict=True, boxes='random')),
+     dict(top_m=3, loss_weight=1.0, predict=True, boxes='random', warmup=False)),
     ('ablation/r18_sppn_lhm_oracle-pool_synthetic.py',
-     dict(top_m=3, loss_weight=1.0, predict=True, boxes='ground_truth')),
+     dict(top_m=3, loss_weight=1.0, predict=True, boxes='ground_truth',
+          warmup=False)),
     ('daf_r18_synthetic.py', None),
     ('ablation/r18_sppn_lhm_teacher_synthetic.py', None),
     ('ablation/r50_sppn_lhm_cub.py', None),

@@ -666,6 +666,19 @@ def test_part_pool_loss_trains_the_backbone_but_not_the_proposals():
                for p in model.sppn_head.parameters())
 
 
+def test_part_pool_warmup_scales_the_pooled_loss_like_the_part_losses():
+    losses = {}
+    for warmup in (False, True):
+        model = build(teacher=None, distill=None, fusion_head=None,
+                      part_pool=dict(top_m=2, loss_weight=0.5, warmup=warmup))
+        model.part_loss_scale = 0.25
+        torch.manual_seed(1)
+        losses[warmup] = model(**batch(), mode='loss')
+    torch.testing.assert_close(losses[True]['loss_part_pool'],
+                               0.25 * losses[False]['loss_part_pool'])
+    torch.testing.assert_close(losses[True]['loss_rank'], losses[False]['loss_rank'])
+
+
 def test_part_pool_prediction_averages_image_and_pooled_logits():
     model = build(teacher=None, distill=None, fusion_head=None, **POOL).eval()
     inputs = batch()['inputs']

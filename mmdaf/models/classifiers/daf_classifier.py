@@ -380,7 +380,10 @@ class DAFClassifier(BaseClassifier):
             ground-truth part region instead (``top_m`` unused), in training
             and prediction: the oracle control, what perfect proposals could
             give; the data samples must carry ``gt_bboxes``
-            (:func:`ground_truth_part_boxes`). None (default) turns it off.
+            (:func:`ground_truth_part_boxes`). ``warmup=True`` scales
+            ``loss_part_pool`` by ``part_loss_scale`` like the part losses
+            (``PartLossWarmupHook``): no pooled loss while the proposals are
+            still untrained. None (default) turns it off.
         loss_concentrate (dict, optional): ``ConcentrateLoss`` config. None
             drops L_con; with the proposals ranked by their windows
             (``proposal_rank_ce='window'``) nothing then reads the part
@@ -534,7 +537,7 @@ class DAFClassifier(BaseClassifier):
         self.part_pool = None
         if part_pool is not None:
             part_pool = dict(part_pool)
-            unknown = set(part_pool) - {'top_m', 'loss_weight', 'predict', 'boxes'}
+            unknown = set(part_pool) - {'top_m', 'loss_weight', 'predict', 'boxes', 'warmup'}
             if unknown:
                 raise ValueError(f'DAFClassifier: unknown part_pool keys {sorted(unknown)}')
             if sppn_head is None:
@@ -542,7 +545,8 @@ class DAFClassifier(BaseClassifier):
             self.part_pool = dict(top_m=int(part_pool.get('top_m', 3)),
                                   loss_weight=float(part_pool.get('loss_weight', 1.0)),
                                   predict=bool(part_pool.get('predict', True)),
-                                  boxes=part_pool.get('boxes', 'proposals'))
+                                  boxes=part_pool.get('boxes', 'proposals'),
+                                  warmup=bool(part_pool.get('warmup', False)))
             if self.part_pool['boxes'] not in PART_POOL_BOXES:
                 raise ValueError(f'DAFClassifier: part_pool.boxes must be one of '
                                  f'{PART_POOL_BOXES}, got {self.part_pool["boxes"]!r}')
@@ -1036,7 +1040,10 @@ class DAFClassifier(BaseClassifier):
         if self.part_pool is not None:
             pooled_logits = self.part_pool_logits(student, inputs.shape[-2:], data_samples)
             num_pooled = pooled_logits.shape[1]
-            losses['loss_part_pool'] = weight_s * self.part_pool['loss_weight'] * \
+            pool_weight = self.part_pool['loss_weight']
+            if self.part_pool['warmup']:
+                pool_weight *= self.part_loss_scale
+            losses['loss_part_pool'] = weight_s * pool_weight * \
                 F.cross_entropy(pooled_logits.flatten(0, 1).float(),
                                 labels.repeat_interleave(num_pooled))
 
