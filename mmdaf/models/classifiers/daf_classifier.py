@@ -947,17 +947,14 @@ class DAFClassifier(BaseClassifier):
                 and not self.ranks_proposals_by_windows(sampling))
 
     def ranks_this_step(self, sampling: bool) -> bool:
-        """Whether a training step applies the SPPN's ranking loss.
-
-        With ``rank_interval`` k > 1 only the steps that draw samples do (1
-        in k): the others add a ranking loss of zero (:meth:`SPPNHead.loss`),
-        so their boxes need no ranking target. With k = 1 every step ranks
-        (the N proposals alone when no samples are drawn, as in eval mode).
+        """Whether a training step applies the SPPN's ranking loss
+        (:meth:`SPPNHead.ranks`); a step that does not needs no ranking
+        target for its boxes.
 
         Args:
             sampling (bool): whether the step draws sampled anchors.
         """
-        return sampling or self.sppn_head.rank_interval == 1
+        return self.sppn_head.ranks(with_samples=sampling)
 
     def _part_bn_context(self, clean_bn_stats: Optional[dict]):
         """How the part pass uses BatchNorm (see ``part_bn``)."""

@@ -670,6 +670,17 @@ class SPPNHead(BaseModule):
         self._rank_step_count += 1
         return samples
 
+    def ranks(self, with_samples: bool) -> bool:
+        """Whether a training step with or without sampled anchors applies
+        the ranking loss: every step with ``rank_interval`` 1 (the N
+        proposals alone when no samples are given), only the steps with
+        samples otherwise (the others add a ranking loss of zero).
+
+        Args:
+            with_samples (bool): whether the step drew sampled anchors.
+        """
+        return self.rank_interval == 1 or with_samples
+
     def loss(self, part_boxes: Tensor, part_scores: Tensor, part_ce: Optional[Tensor],
              object_area: Tensor, sample_scores: Optional[Tensor] = None,
              sample_ce: Optional[Tensor] = None) -> Dict[str, Tensor]:
@@ -703,7 +714,7 @@ class SPPNHead(BaseModule):
                              f'{tuple(part_scores.shape)}')
         if (sample_scores is None) != (sample_ce is None):
             raise ValueError('sample_scores and sample_ce must be given together')
-        ranks = self.rank_interval == 1 or sample_scores is not None
+        ranks = self.ranks(with_samples=sample_scores is not None)
         if part_ce is None and ranks:
             raise ValueError('part_ce is None, but this step ranks the boxes '
                              f'(rank_interval={self.rank_interval}, samples '
@@ -721,9 +732,7 @@ class SPPNHead(BaseModule):
                                  f'{tuple(sample_ce.shape)}')
             rank_scores = torch.cat([part_scores, sample_scores], dim=1)
             rank_ce = torch.cat([part_ce, sample_ce], dim=1)
-        if self.rank_interval == 1:
-            loss_rank = self.loss_rank(rank_scores, rank_ce.detach())
-        elif sample_scores is not None:
+        if ranks:
             loss_rank = self.rank_interval * self.loss_rank(rank_scores, rank_ce.detach())
         else:
             loss_rank = part_scores.sum() * 0
