@@ -26,6 +26,8 @@ CONFIGS = {
     # ... and at the five true part regions (oracle): what perfect proposals
     # could give. Not a default row: it reads the set's part annotations.
     'sppn_lhm_oracle_pool': 'configs/ablation/r18_sppn_lhm_oracle-pool_synthetic.py',
+    # The complete DAF whose teacher's box mask is the true part regions.
+    'daf_oracle_mask': 'configs/ablation/r18_daf_oracle-mask_synthetic.py',
     # The same two rows on a ConvNeXt of the half-width ResNet-18's widths.
     'convnext_baseline': 'configs/ablation/convnext-w32_baseline_synthetic.py',
     'convnext_daf': 'configs/daf_convnext-w32_synthetic.py',

@@ -235,8 +235,9 @@ def test_config_trains_one_step_and_predicts(name, stand_in_checkpoints):
     data = dict(
         inputs=[torch.randint(0, 256, (3, size, size), dtype=torch.uint8) for _ in labels],
         data_samples=[DataSample().set_gt_label(label) for label in labels])
-    if (cfg.model.get('part_pool') or {}).get('boxes') == 'ground_truth':
-        # The oracle control pools at the part regions its data samples carry.
+    if ((cfg.model.get('part_pool') or {}).get('boxes') == 'ground_truth'
+            or cfg.model.get('teacher_mask_boxes') == 'ground_truth'):
+        # The oracle controls read the part regions their data samples carry.
         for sample in data['data_samples']:
             sample.set_field(torch.tensor([[4.0, 4.0, 16.0, 14.0], [30.0, 20.0, 44.0, 34.0]]),
                              'gt_bboxes')

@@ -754,7 +754,7 @@ def test_ground_truth_part_pool_without_part_boxes_says_how_to_load_them():
     model = build(teacher=None, distill=None, fusion_head=None,
                   part_pool=dict(boxes='ground_truth')).eval()
     data = batch()
-    with pytest.raises(ValueError, match=r"needs gt_bboxes on every data sample: load them "
+    with pytest.raises(ValueError, match=r"need gt_bboxes on every data sample: load them "
                        r'with SyntheticFGVC\(with_part_boxes=True\)'):
         model.predict(data['inputs'], data['data_samples'])
     data['data_samples'][0].set_field(torch.zeros(3, 4), 'gt_bboxes')
@@ -762,6 +762,41 @@ def test_ground_truth_part_pool_without_part_boxes_says_how_to_load_them():
     with pytest.raises(ValueError, match=r'same P in every sample, got shapes '
                        r'\[\(2, 4\), \(3, 4\)\]'):
         model.loss(data['inputs'], data['data_samples'])
+
+
+def test_ground_truth_teacher_mask_is_the_union_of_the_given_regions():
+    model = build(teacher_mask_boxes='ground_truth').eval()
+    data = batch(batch_size=2)
+    regions = [torch.tensor([[0.0, 0.0, 8.0, 8.0], [40.0, 40.0, 48.0, 56.0]]),
+               torch.tensor([[16.0, 8.0, 32.0, 16.0], [16.0, 8.0, 32.0, 16.0]])]
+    for sample, image_regions in zip(data['data_samples'], regions):
+        sample.set_field(image_regions, 'gt_bboxes')
+    with torch.no_grad():
+        student = model.run_student(data['inputs'])
+        teacher_in, saliency = model.teacher_input(data['inputs'], student,
+                                                   data['data_samples'])
+    assert saliency.shape == (2, 1, SIZE, SIZE)
+    # 64 + 128 pixels in image 0's two regions; image 1's region twice, 128.
+    assert saliency[0].sum().item() == 64 + 128 and saliency[1].sum().item() == 128
+    assert saliency[0, 0, 4, 4] == 1 and saliency[0, 0, 50, 44] == 1
+    assert saliency[0, 0, 20, 20] == 0 and saliency[1, 0, 10, 20] == 1
+    torch.testing.assert_close(teacher_in[:, 4:], saliency)
+    # The proposals no longer reach the teacher: the same prediction whatever they are.
+    with torch.no_grad():
+        first = model.predict_logits(data['inputs'], data['data_samples'])[1]
+        model.sppn_head.score_tower[0].weight.data.normal_()
+        second = model.predict_logits(data['inputs'], data['data_samples'])[1]
+    torch.testing.assert_close(first['teacher_logits'], second['teacher_logits'])
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(teacher_mask_boxes='gt'), "teacher_mask_boxes must be one of .* got 'gt'"),
+    (dict(teacher=None, distill=None, fusion_head=None, teacher_mask_boxes='ground_truth'),
+     "teacher_mask_boxes='ground_truth' needs a teacher"),
+])
+def test_teacher_mask_boxes_errors_name_the_value(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build(**overrides)
 
 
 @pytest.mark.parametrize('part_pool, message', [

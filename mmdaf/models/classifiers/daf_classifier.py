@@ -28,6 +28,7 @@ PROPOSAL_RANK_CE = ('part_image', 'window')
 RANK_TARGETS = ('part_images', 'clean_features', 'occlusion')
 RANK_CONTEXTS = ('none', 'image')
 PART_POOL_BOXES = ('proposals', 'random', 'ground_truth')
+TEACHER_MASK_BOXES = ('proposals', 'ground_truth')
 
 
 class StudentOutput(NamedTuple):
@@ -148,7 +149,8 @@ def ground_truth_part_boxes(data_samples: Optional[List[DataSample]],
     """
     if not data_samples or any('gt_bboxes' not in sample for sample in data_samples):
         raise ValueError(
-            "part_pool.boxes='ground_truth' needs gt_bboxes on every data sample: "
+            "'ground_truth' boxes (part_pool.boxes, teacher_mask_boxes) need gt_bboxes "
+            'on every data sample: '
             'load them with SyntheticFGVC(with_part_boxes=True) and carry them with '
             "PackInputs(algorithm_keys=('gt_bboxes', )) in the train and test pipelines")
     boxes = [torch.as_tensor(sample.gt_bboxes, dtype=dtype, device=device)
@@ -403,6 +405,13 @@ class DAFClassifier(BaseClassifier):
             saliency mask (no part attention filter; the teacher's neck must
             then be built with ``use_attention=False``). The control for
             whether the dual attention matters. Defaults to True.
+        teacher_mask_boxes (str): the boxes whose union is the teacher's
+            saliency mask (input channel and part attention filter):
+            ``'proposals'`` (the paper) or ``'ground_truth'``, every true
+            part region the data samples carry (``gt_bboxes``, as
+            ``part_pool.boxes='ground_truth'``): the oracle control for
+            whether the teacher gains from better boxes. Defaults to
+            ``'proposals'``.
         fusion_head (dict, optional): ``ClassScoreFusionHead`` config.
         fusion_detach_inputs (bool): whether the fusion loss stops at the
             student and teacher logits (train only the fusion layer) or also
@@ -434,6 +443,7 @@ class DAFClassifier(BaseClassifier):
                  teacher: Optional[dict] = None,
                  distill: Optional[dict] = None,
                  teacher_attention: bool = True,
+                 teacher_mask_boxes: str = 'proposals',
                  fusion_head: Optional[dict] = None,
                  fusion_detach_inputs: bool = False,
                  loss_weights: Optional[Dict[str, float]] = None,
@@ -588,6 +598,14 @@ class DAFClassifier(BaseClassifier):
                              'False as well (an unused attention filter gets no '
                              'gradient, which DDP refuses)')
         self.teacher_attention = teacher_attention
+        if teacher_mask_boxes not in TEACHER_MASK_BOXES:
+            raise ValueError(f'DAFClassifier: teacher_mask_boxes must be one of '
+                             f'{TEACHER_MASK_BOXES}, got {teacher_mask_boxes!r}')
+        if teacher_mask_boxes == 'ground_truth' and not (self.teacher is not None
+                                                         and teacher_attention):
+            raise ValueError("DAFClassifier: teacher_mask_boxes='ground_truth' needs a "
+                             'teacher with teacher_attention=True')
+        self.teacher_mask_boxes = teacher_mask_boxes
         self.fusion_head = _build(fusion_head)
         self.fusion_detach_inputs = fusion_detach_inputs
 
@@ -971,14 +989,16 @@ class DAFClassifier(BaseClassifier):
             return record_batch_norm_stats(self.backbone)
         return nullcontext({})
 
-    def teacher_input(self, inputs: Tensor,
-                      student: StudentOutput) -> Tuple[Tensor, Optional[Tensor]]:
+    def teacher_input(self, inputs: Tensor, student: StudentOutput,
+                      data_samples: Optional[List[DataSample]] = None
+                      ) -> Tuple[Tensor, Optional[Tensor]]:
         """The teacher's 5-channel input and the saliency mask.
 
         Channel 4 is the location heatmap upsampled to the input (all ones
         without LHM); channel 5 the union of the N part boxes (all ones without
-        SPPN). Without ``teacher_attention`` both are zeros and the mask is
-        None.
+        SPPN), or of the true part regions of ``data_samples`` with
+        ``teacher_mask_boxes='ground_truth'``. Without ``teacher_attention``
+        both are zeros and the mask is None.
 
         Returns:
             tuple: (B, 5, H, W) teacher input, (B, 1, H, W) saliency mask or
@@ -994,8 +1014,11 @@ class DAFClassifier(BaseClassifier):
                                     align_corners=False)
         else:
             heatmap = inputs.new_ones((batch_size, 1, height, width))
-        if student.boxes is not None:
-            saliency = boxes_to_saliency_mask(student.boxes.detach(),
+        boxes = student.boxes
+        if self.teacher_mask_boxes == 'ground_truth':
+            boxes = ground_truth_part_boxes(data_samples, inputs.device, inputs.dtype)
+        if boxes is not None:
+            saliency = boxes_to_saliency_mask(boxes.detach(),
                                               (height, width)).to(inputs.dtype)
         else:
             saliency = inputs.new_ones((batch_size, 1, height, width))
@@ -1093,7 +1116,7 @@ class DAFClassifier(BaseClassifier):
         if not self.with_teacher:
             return losses
 
-        teacher_in, saliency = self.teacher_input(inputs, student)
+        teacher_in, saliency = self.teacher_input(inputs, student, data_samples)
         teacher = self.teacher(teacher_in, saliency)
         teacher_pred = self.teacher.head._get_loss(teacher.logits, data_samples)
         losses['loss_teacher'] = weight_t * teacher_pred.pop('loss')
@@ -1153,7 +1176,7 @@ class DAFClassifier(BaseClassifier):
                       heatmap=student.heatmap)
         if not self.with_teacher:
             return student.logits, extras
-        teacher_in, saliency = self.teacher_input(inputs, student)
+        teacher_in, saliency = self.teacher_input(inputs, student, data_samples)
         teacher_logits = self.teacher(teacher_in, saliency,
                                       with_grouping_loss=False).logits
         extras['teacher_logits'] = teacher_logits
