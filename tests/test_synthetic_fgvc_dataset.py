@@ -85,5 +85,18 @@ def test_part_ids_pick_the_parts_in_their_order(tiny_cub_root):
     with pytest.raises(ValueError, match=r'has no part 9 \(part_ids=\[9\]\)'):
         SyntheticFGVC(data_root=tiny_cub_root, split='test', with_part_boxes=True,
                       part_ids=[9]).get_data_info(0)
-    with pytest.raises(ValueError, match='part_ids needs with_part_boxes=True'):
+    with pytest.raises(ValueError, match='part_ids and part_box_size need with_part_boxes=True'):
         SyntheticFGVC(data_root=tiny_cub_root, split='test', part_ids=[1])
+
+
+def test_part_box_size_gives_squares_centred_on_the_regions(tiny_cub_root):
+    every = SyntheticFGVC(data_root=tiny_cub_root, split='test', with_part_boxes=True)
+    squares = SyntheticFGVC(data_root=tiny_cub_root, split='test', with_part_boxes=True,
+                            part_box_size=12)
+    regions, boxes = every.get_data_info(1)['gt_bboxes'], squares.get_data_info(1)['gt_bboxes']
+    assert boxes.dtype == np.float32 and boxes.shape == (5, 4)
+    np.testing.assert_allclose(boxes[:, 2:] - boxes[:, :2], 12.0, atol=1e-5)
+    np.testing.assert_allclose(boxes[:, :2] + boxes[:, 2:], regions[:, :2] + regions[:, 2:],
+                               atol=1e-4)
+    with pytest.raises(ValueError, match='part_box_size must be > 0, got 0'):
+        SyntheticFGVC(data_root=tiny_cub_root, with_part_boxes=True, part_box_size=0)

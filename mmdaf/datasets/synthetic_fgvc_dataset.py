@@ -47,6 +47,13 @@ def read_part_box_rows(data_root: str) -> Dict[int, List[Tuple[int, List[float]]
     return rows
 
 
+def centred_squares(boxes: np.ndarray, side: float) -> np.ndarray:
+    """(P, 4) xyxy squares of ``side`` centred on the (P, 4) xyxy ``boxes``."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = np.float32(side / 2)
+    return np.concatenate([centres - half, centres + half], axis=1).astype(boxes.dtype)
+
+
 @DATASETS.register_module()
 class SyntheticFGVC(CUB):
     """mmpretrain's ``CUB`` dataset reading the synthetic set, with its own
@@ -72,17 +79,28 @@ class SyntheticFGVC(CUB):
         part_ids (Sequence[int], optional): with ``with_part_boxes``, only
             these parts (ids of ``parts/parts.txt``), in this order. None
             (default) gives every part.
+        part_box_size (float, optional): with ``with_part_boxes``, give each
+            part a square of this side centred on its region instead of the
+            region itself. A region's extent can carry the class (the
+            synthetic crown's area is 57-150 px² by crest shape); a fixed
+            square carries only where the part is. None (default) gives the
+            regions.
         **kwargs: passed to ``CUB``.
     """
 
     def __init__(self, data_root: str, split: str = 'train',
                  with_part_boxes: bool = False,
-                 part_ids: Optional[Sequence[int]] = None, **kwargs) -> None:
+                 part_ids: Optional[Sequence[int]] = None,
+                 part_box_size: Optional[float] = None, **kwargs) -> None:
         if 'metainfo' not in kwargs and 'classes' not in kwargs:
             class_names = read_cub_class_names(osp.join(data_root, 'classes.txt'))
             kwargs['metainfo'] = dict(classes=class_names)
-        if part_ids is not None and not with_part_boxes:
-            raise ValueError('SyntheticFGVC: part_ids needs with_part_boxes=True')
+        if (part_ids is not None or part_box_size is not None) and not with_part_boxes:
+            raise ValueError('SyntheticFGVC: part_ids and part_box_size need '
+                             'with_part_boxes=True')
+        if part_box_size is not None and part_box_size <= 0:
+            raise ValueError(f'SyntheticFGVC: part_box_size must be > 0, got {part_box_size}')
+        self.part_box_size = part_box_size
         self.with_part_boxes = with_part_boxes
         self.part_ids = None if part_ids is None else [int(i) for i in part_ids]
         super().__init__(data_root=data_root, split=split, **kwargs)
@@ -104,8 +122,9 @@ class SyntheticFGVC(CUB):
             if missing:
                 raise ValueError(f'{self.data_root}/parts/part_boxes.txt: image {image_id} '
                                  f'has no part {missing[0]} (part_ids={self.part_ids})')
-            info['gt_bboxes'] = np.array([boxes[part_id] for part_id in wanted],
-                                         dtype=np.float32)
+            regions = np.array([boxes[part_id] for part_id in wanted], dtype=np.float32)
+            info['gt_bboxes'] = regions if self.part_box_size is None else \
+                centred_squares(regions, self.part_box_size)
         return data_list
 
     def _image_ids_by_path(self) -> Dict[str, int]:
