@@ -23,6 +23,9 @@ CONFIGS = {
     # The + SPPN + LHM row with part_pool at random boxes: do the proposals'
     # positions matter to the student's pooled cross entropy?
     'sppn_lhm_random_pool': 'configs/ablation/r18_sppn_lhm_random-pool_synthetic.py',
+    # ... and once over the location heatmap's object mask: do the proposals
+    # add anything to the object region? Not a default row.
+    'sppn_lhm_object_pool': 'configs/ablation/r18_sppn_lhm_object-pool_synthetic.py',
     # ... and at the five true part regions (oracle): what perfect proposals
     # could give. Not a default row: it reads the set's part annotations.
     'sppn_lhm_oracle_pool': 'configs/ablation/r18_sppn_lhm_oracle-pool_synthetic.py',

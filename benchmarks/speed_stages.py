@@ -29,6 +29,8 @@ from benchmarks.speed_timing import (
 # Breakdown rows: (stage name, group reported in the summary).
 RANK_SAMPLES_STAGE = 'ranked anchor samples (B*K, forward only)'
 RANK_CLEAN_STAGE = 'ranking targets (clean C5 pooled in boxes)'
+RANK_CONSISTENCY_STAGE = 'ranking targets (C3 matched across the batch)'
+PART_POOL_STAGE = 'pooled cross entropy (part_pool)'
 PART_IMAGES_STAGE = 'part images (compose, resize)'
 PART_PASS_STAGE = 'part backbone pass (B*N)'
 
@@ -40,6 +42,8 @@ STAGE_GROUPS = {
     'part backbone pass (B*N)': 'backbone passes',
     RANK_SAMPLES_STAGE: 'ranked samples',
     RANK_CLEAN_STAGE: 'ranked samples',
+    RANK_CONSISTENCY_STAGE: 'ranked samples',
+    PART_POOL_STAGE: 'losses',
     'student losses (CE, rank, IoU, area, con)': 'losses',
     'teacher input (heatmap up, box mask)': 'teacher input',
     'teacher backbone (5 ch)': 'backbone passes',
@@ -175,6 +179,8 @@ class DAFSteps:
         stages = {'student backbone + head': self.backbone_train}
         if model.location_heatmap is not None:
             stages['location heatmap'] = self.stage_heatmap
+        if model.part_pool is not None:
+            stages[PART_POOL_STAGE] = self.stage_part_pool
         if model.with_sppn:
             stages['SPPN (FPN, head, propose incl. NMS)'] = self.stage_sppn
             if part_pass_share(model) > 0:
@@ -182,6 +188,8 @@ class DAFSteps:
                 stages[PART_PASS_STAGE] = self.stage_part_backbone
             if model.rank_target == 'clean_features':
                 stages[RANK_CLEAN_STAGE] = self.stage_rank_clean
+            elif model.rank_target == 'consistency':
+                stages[RANK_CONSISTENCY_STAGE] = self.stage_rank_consistency
             elif model.sppn_head.rank_samples > 0:
                 stages[RANK_SAMPLES_STAGE] = self.stage_rank_samples
             stages['student losses (CE, rank, IoU, area, con)'] = self.stage_student_losses
@@ -297,6 +305,26 @@ class DAFSteps:
         with self.autocast():
             self.model.clean_feature_ce(self.student, self.labels,
                                         (self.height, self.width))
+
+    @torch.no_grad()
+    def stage_rank_consistency(self) -> None:
+        # rank_target='consistency': every box's C3 features against every
+        # cell of the other images, on every step.
+        with self.autocast():
+            self.model.consistency_target(self.student, (self.height, self.width))
+
+    def stage_part_pool(self) -> None:
+        # The student head on the last stage pooled in the part_pool regions,
+        # its cross entropy and the backward to the last stage.
+        model = self.model
+        feats = tuple(self.student.feats[:-1]) + (_leaf(self.student.feats[-1]), )
+        student = self.student._replace(feats=feats)
+        with self.autocast():
+            pooled = model.part_pool_logits(student, (self.height, self.width),
+                                            self.samples)
+        num_pooled = pooled.shape[1]
+        self._backward(F.cross_entropy(pooled.flatten(0, 1).float(),
+                                       self.labels.repeat_interleave(num_pooled)))
 
     def stage_student_losses(self) -> None:
         model = self.model

@@ -20,6 +20,9 @@ convnext_w32 = dict(type='DilatedConvNeXt',
                     gap_before_final_norm=False, with_cp=False)
 
 model = dict(
+    # No pooled cross entropy: the object-mask pooling of the R18 config was
+    # not measured with ConvNeXt.
+    part_pool=None,
     # C3, C4, C5 = stages 1, 2, 3: 64, 128, 256 channels as the ResNet-18's.
     backbone=dict(
         _delete_=True,

@@ -389,6 +389,8 @@ def test_tiny_speed_run_writes_consistent_json():
     assert 'SPPN (FPN, head, propose incl. NMS)' in stages
     assert 'PAF-bilinear neck + teacher head' in stages
     assert 'part backbone pass (B*N)' not in stages
+    # The object-mask pooling of the student is a stage of its own.
+    assert 'pooled cross entropy (part_pool)' in stages
     # The printed P says that no step runs the part pass (share 0).
     speed_report = _import('speed_report')
     p_line = next(line for line in speed_report.format_table(result).splitlines()

@@ -48,3 +48,21 @@ def test_box_pooling_rejects_mismatched_shapes():
         box_cell_weights(torch.zeros(2, 4), (2, 2), (4, 4))
     with pytest.raises(ValueError, match='batch size 1, the features 2'):
         box_pooled_features(torch.zeros(2, 3, 2, 2), torch.zeros(1, 1, 4), (4, 4))
+
+
+def test_mask_pooling_weights_each_cell_by_the_share_the_mask_covers():
+    from mmdaf.models.utils.box_pooling import mask_pooled_features
+    feat = torch.arange(8, dtype=torch.float32).view(1, 2, 2, 2)  # C=2, cells 0..3
+    # A 4 x 4 mask over the 2 x 2 map: all of cell 0, half of cell 1.
+    mask = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    mask[0, 0, :2, :2] = True
+    mask[0, 0, :2, 2] = True
+    pooled = mask_pooled_features(feat.repeat(2, 1, 1, 1), mask)
+    assert pooled.shape == (2, 2) and pooled.dtype == torch.float32
+    # Cell weights 1 and 0.5, normalised: 2/3 of cell 0, 1/3 of cell 1.
+    torch.testing.assert_close(pooled[0], torch.tensor([1 / 3, 4 + 1 / 3]))
+    # An empty mask falls back to the global average.
+    torch.testing.assert_close(pooled[1], torch.tensor([1.5, 5.5]))
+    with pytest.raises(ValueError, match=r'mask must be \(B, 1, h, w\) with B = 2, '
+                       r'got \(1, 1, 4, 4\)'):
+        mask_pooled_features(feat.repeat(2, 1, 1, 1), mask[:1])

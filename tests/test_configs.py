@@ -354,6 +354,9 @@ def test_synthetic_config_trains_without_the_part_pass():
     assert cub.loss_concentrate == dict(type='ConcentrateLoss', top_m=3, loss_weight=1.0)
 
 
+OBJECT_POOL = dict(top_m=3, loss_weight=1.0, predict=True, boxes='object', warmup=False)
+
+
 @pytest.mark.parametrize('name, part_pool', [
     ('ablation/r18_sppn_synthetic.py', dict(top_m=3, loss_weight=1.0, predict=True,
                                             boxes='proposals', warmup=False)),
@@ -361,18 +364,23 @@ def test_synthetic_config_trains_without_the_part_pass():
                                                 boxes='proposals', warmup=False)),
     ('ablation/r18_sppn_lhm_random-pool_synthetic.py',
      dict(top_m=3, loss_weight=1.0, predict=True, boxes='random', warmup=False)),
+    ('ablation/r18_sppn_lhm_object-pool_synthetic.py',
+     dict(top_m=3, loss_weight=1.0, predict=True, boxes='object', warmup=False)),
     ('ablation/r18_sppn_lhm_oracle-pool_synthetic.py',
      dict(top_m=3, loss_weight=1.0, predict=True, boxes='ground_truth',
           warmup=False)),
-    ('daf_r18_synthetic.py', None),
-    ('ablation/r18_sppn_lhm_teacher_synthetic.py', None),
+    ('daf_r18_synthetic.py', OBJECT_POOL),
+    ('ablation/r18_sppn_lhm_teacher_synthetic.py', OBJECT_POOL),
+    ('ablation/r18_daf_no-attention_synthetic.py', OBJECT_POOL),
+    ('daf_convnext-w32_synthetic.py', None),
     ('ablation/r50_sppn_lhm_cub.py', None),
 ])
 def test_student_only_synthetic_rows_pool_their_proposals(name, part_pool):
     """The student-only synthetic rows classify the last stage pooled in
-    their top-3 proposals (chosen on the validation set); the control row
-    pools at random boxes; the complete DAF, the teacher row and the CUB
-    configs do not."""
+    their top-3 proposals; the control rows pool at random boxes, over the
+    object mask or at the true parts; the complete R18 DAF and its teacher
+    rows pool over the object mask (each chosen on the validation set); the
+    ConvNeXt twin and the CUB configs do not pool."""
     init_default_scope('mmpretrain')
     model_cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', name)).model
     model_cfg.backbone.init_cfg = None

@@ -27,6 +27,9 @@ def tiny_daf_cfg(**overrides) -> dict:
     model.teacher.head.num_classes = NUM_CLASSES
     model.fusion_head.num_classes = NUM_CLASSES
     model.data_preprocessor = dict(num_classes=NUM_CLASSES)
+    # The config pools over the object mask; the tests switch part_pool on
+    # where they test it, so the other switches can drop the heatmap.
+    model.part_pool = None
     model.update(overrides)
     return model
 
@@ -813,3 +816,94 @@ def test_part_pool_needs_the_sppn():
     with pytest.raises(ValueError, match='part_pool needs the SPPN'):
         build(sppn_neck=None, sppn_head=None, location_heatmap=None, teacher=None,
               distill=None, fusion_head=None, part_pool=dict())
+
+
+CONSISTENCY = dict(rank_target='consistency', single_box_crop=0,
+                   proposal_rank_ce='part_image')
+
+
+def test_consistency_ranking_runs_one_backbone_pass():
+    model = build(teacher=None, distill=None, fusion_head=None, **CONSISTENCY)
+    assert model.part_pass_needed(sampling=True) is False
+    assert _backbone_batch_shapes(model, batch(batch_size=3)) == [(3, 3, SIZE, SIZE)]
+
+
+def test_consistency_targets_are_the_negative_cross_image_similarity_on_c3():
+    from mmdaf.models.utils.part_consistency import cross_image_box_similarity
+    model = build(teacher=None, distill=None, fusion_head=None, **CONSISTENCY).train()
+    data = batch(batch_size=3)
+    with torch.no_grad():
+        student = model.run_student(data['inputs'])
+    c3 = student.feats[0]
+    assert c3.shape[-2:] == (8, 8)  # stride 8: the part-sized anchors' stride
+    proposals = _cell_boxes(8, [(0, 0), (2, 3)]).repeat(2, 1, 1)[:3]
+    samples = _cell_boxes(8, [(5, 1)]).repeat(2, 1, 1)[:3]
+    student = student._replace(boxes=proposals, sample_boxes=samples)
+    proposal_target, sample_target = model.consistency_target(student, (SIZE, SIZE))
+    expected = -cross_image_box_similarity(c3, torch.cat([proposals, samples], dim=1),
+                                           (SIZE, SIZE), student.object_mask)
+    torch.testing.assert_close(proposal_target, expected[:, :2])
+    torch.testing.assert_close(sample_target, expected[:, 2:])
+    # The object mask counts: without it the targets change.
+    unmasked = model.consistency_target(student._replace(object_mask=None), (SIZE, SIZE))[0]
+    assert not torch.allclose(unmasked, proposal_target)
+    alone, none = model.consistency_target(student._replace(sample_boxes=None),
+                                           (SIZE, SIZE))
+    assert none is None
+    torch.testing.assert_close(alone, proposal_target)
+
+
+OBJECT_POOL = dict(part_pool=dict(boxes='object', loss_weight=0.5))
+
+
+def test_object_part_pool_is_the_head_on_the_last_stage_over_the_object_mask():
+    from mmdaf.models.utils.box_pooling import mask_pooled_features
+    model = build(teacher=None, distill=None, fusion_head=None, **OBJECT_POOL).eval()
+    data = batch(batch_size=2)
+    with torch.no_grad():
+        logits, _ = model.predict_logits(data['inputs'])
+        student = model.run_student(data['inputs'])
+        pooled = model.part_pool_logits(student, (SIZE, SIZE))
+        losses = model.loss(data['inputs'], data['data_samples'])
+    assert pooled.shape == (2, 1, NUM_CLASSES)
+    # The heatmap's mask is at stride 8, the last stage at 16: area weights.
+    assert student.object_mask.shape[-2:] == (8, 8)
+    expected = model.head((mask_pooled_features(student.feats[-1], student.object_mask), ))
+    torch.testing.assert_close(pooled[:, 0], expected)
+    torch.testing.assert_close(logits, (student.logits + expected) / 2)
+    torch.testing.assert_close(losses['loss_part_pool'], 0.5 * torch.nn.functional.cross_entropy(
+        expected, torch.tensor([0, 1])))
+
+
+def test_object_part_pool_needs_the_heatmap_but_not_the_sppn():
+    with pytest.raises(ValueError, match="part_pool.boxes='object' pools over the location "
+                       "heatmap's object mask; location_heatmap is None"):
+        build(location_heatmap=None, teacher=None, distill=None, fusion_head=None,
+              **OBJECT_POOL)
+    model = build(sppn_neck=None, sppn_head=None, teacher=None, distill=None,
+                  fusion_head=None, **OBJECT_POOL)
+    losses = model(**batch(), mode='loss')
+    assert {name for name in losses if name.startswith('loss')} == {'loss_pred',
+                                                                    'loss_part_pool'}
+
+
+def test_fusion_is_trained_on_the_student_prediction_it_gets_at_test_time():
+    model = build(**OBJECT_POOL)
+    data = batch(batch_size=2)
+    fused_inputs = []
+    model.fusion_head.register_forward_hook(
+        lambda module, args, output: fused_inputs.append(args[0][0].detach()))
+    seen = {}
+    with patch.object(model, 'part_pool_logits',
+                      _recording(model.part_pool_logits, seen, 'pooled')), \
+            patch.object(model, 'run_student',
+                         _recording(model.run_student, seen, 'student')):
+        model(**data, mode='loss')
+    expected = (seen['student'].logits + seen['pooled'][:, 0]) / 2
+    torch.testing.assert_close(fused_inputs[0], expected.detach())
+    # Without part_pool.predict the fusion gets the image's logits alone.
+    model.part_pool['predict'] = False
+    fused_inputs.clear()
+    with patch.object(model, 'run_student', _recording(model.run_student, seen, 'student')):
+        model(**data, mode='loss')
+    torch.testing.assert_close(fused_inputs[0], seen['student'].logits.detach())

@@ -18,5 +18,6 @@ model = dict(location_heatmap=None, teacher=None, distill=None, fusion_head=None
              # +- 1.1 there, and 61.0 against 64.4 on the reported preset (6
              # seeds): most of the gain is not from where the SPPN looks
              # (docs/benchmarks.md, "The student's pooled part cross entropy").
-             # Off in the complete DAF, where it cost the fused score 2 points.
-             part_pool=dict(top_m=3, loss_weight=1.0))
+             # The complete DAF pools over the heatmap's object mask instead
+             # (part_pool.boxes='object'); this row keeps its proposals.
+             part_pool=dict(top_m=3, loss_weight=1.0, boxes='proposals'))

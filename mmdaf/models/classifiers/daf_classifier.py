@@ -17,17 +17,18 @@ from ..utils.batch_norm_stats import (
     record_batch_norm_stats,
     without_activation_checkpointing,
 )
-from ..utils.box_pooling import box_pooled_features
+from ..utils.box_pooling import box_pooled_features, mask_pooled_features
 from ..utils.grad_scale import scale_gradient
+from ..utils.part_consistency import cross_image_box_similarity
 from ..utils.part_images import boxes_to_saliency_mask, occluded_images
 from ..utils.stage_features import check_stage_features
 
 LOSS_GROUPS = ('student', 'teacher', 'fusion')
 DISTILL_GATES = ('all', 'teacher_correct', 'teacher_better')
 PROPOSAL_RANK_CE = ('part_image', 'window')
-RANK_TARGETS = ('part_images', 'clean_features', 'occlusion')
+RANK_TARGETS = ('part_images', 'clean_features', 'occlusion', 'consistency')
 RANK_CONTEXTS = ('none', 'image')
-PART_POOL_BOXES = ('proposals', 'random', 'ground_truth')
+PART_POOL_BOXES = ('proposals', 'random', 'ground_truth', 'object')
 TEACHER_MASK_BOXES = ('proposals', 'ground_truth')
 
 
@@ -269,7 +270,9 @@ class DAFClassifier(BaseClassifier):
        losses ``loss_teacher`` and ``loss_group`` (the neck's grouping loss);
     6. distillation: ``loss_hint`` (regressor(student C4) vs teacher C4) and
        ``loss_soft`` (KL at temperature T); the teacher side is detached;
-    7. fusion head on (z_s, z_t) -> fused logits, ``loss_csf``.
+    7. fusion head on (z_s, z_t) -> fused logits, ``loss_csf``; z_s is the
+       student's prediction, its image logits averaged with its pooled
+       logits under ``part_pool.predict``, in training as in prediction.
 
     The total is ``a * L_student + b * L_teacher + c * L_csf`` with
     ``loss_weights=dict(student=a, teacher=b, fusion=c)``; every loss is
@@ -350,6 +353,13 @@ class DAFClassifier(BaseClassifier):
             student reads in context can rank, not only one it can read
             alone. One forward pass per box on the whole image; needs
             ``single_box_crop=0`` and ``proposal_rank_ce='part_image'``.
+            ``'consistency'``: how closely each box's features (the clean
+            pass's first stage, pooled in the box) match the best cell of
+            every other image in the batch, highest first
+            (:meth:`consistency_target`): a weakly supervised part signal
+            that favours what recurs on every object over what tells the
+            classes apart; no backbone pass per box; needs
+            ``single_box_crop=0`` and ``proposal_rank_ce='part_image'``.
             Defaults to ``'part_images'``.
         rank_context (str): ``'none'`` ranks each box by its window's cross
             entropy alone. ``'image'`` ranks it by the cross entropy of the
@@ -382,7 +392,11 @@ class DAFClassifier(BaseClassifier):
             ground-truth part region instead (``top_m`` unused), in training
             and prediction: the oracle control, what perfect proposals could
             give; the data samples must carry ``gt_bboxes``
-            (:func:`ground_truth_part_boxes`). ``warmup=True`` scales
+            (:func:`ground_truth_part_boxes`). ``boxes='object'`` pools once
+            over the location heatmap's object mask instead (``top_m``
+            unused; needs ``location_heatmap``): the control for whether
+            the proposals add anything to the object region the heatmap
+            already finds. ``warmup=True`` scales
             ``loss_part_pool`` by ``part_loss_scale`` like the part losses
             (``PartLossWarmupHook``): no pooled loss while the proposals are
             still untrained. None (default) turns it off.
@@ -550,7 +564,7 @@ class DAFClassifier(BaseClassifier):
             unknown = set(part_pool) - {'top_m', 'loss_weight', 'predict', 'boxes', 'warmup'}
             if unknown:
                 raise ValueError(f'DAFClassifier: unknown part_pool keys {sorted(unknown)}')
-            if sppn_head is None:
+            if sppn_head is None and part_pool.get('boxes') != 'object':
                 raise ValueError('DAFClassifier: part_pool needs the SPPN (sppn_head=None)')
             self.part_pool = dict(top_m=int(part_pool.get('top_m', 3)),
                                   loss_weight=float(part_pool.get('loss_weight', 1.0)),
@@ -560,6 +574,9 @@ class DAFClassifier(BaseClassifier):
             if self.part_pool['boxes'] not in PART_POOL_BOXES:
                 raise ValueError(f'DAFClassifier: part_pool.boxes must be one of '
                                  f'{PART_POOL_BOXES}, got {self.part_pool["boxes"]!r}')
+            if self.part_pool['boxes'] == 'object' and location_heatmap is None:
+                raise ValueError("DAFClassifier: part_pool.boxes='object' pools over the "
+                                 "location heatmap's object mask; location_heatmap is None")
             if self.part_pool['top_m'] < 1:
                 raise ValueError('DAFClassifier: part_pool.top_m must be >= 1, got '
                                  f'{self.part_pool["top_m"]}')
@@ -843,10 +860,13 @@ class DAFClassifier(BaseClassifier):
                 ``part_pool.boxes='ground_truth'``, for their ``gt_bboxes``.
 
         Returns:
-            Tensor: (B, M, K) logits (M = P with ``'ground_truth'``); the
-            gradient reaches the backbone through the pooled cells, not the
-            boxes.
+            Tensor: (B, M, K) logits (M = P with ``'ground_truth'``, 1 with
+            ``'object'``); the gradient reaches the backbone through the
+            pooled cells, not the boxes or the mask.
         """
+        if self.part_pool['boxes'] == 'object':
+            pooled = mask_pooled_features(student.feats[-1], student.object_mask.detach())
+            return self.head((pooled, ))[:, None]
         if self.part_pool['boxes'] == 'ground_truth':
             feat = student.feats[-1]
             boxes = ground_truth_part_boxes(data_samples, feat.device, feat.dtype)
@@ -934,6 +954,31 @@ class DAFClassifier(BaseClassifier):
         ce = F.cross_entropy(logits.float(), labels.repeat_interleave(num_boxes),
                              reduction='none').view(batch_size, num_boxes)
         return split_ranked(-ce, num_samples)
+
+    @torch.no_grad()
+    def consistency_target(self, student: StudentOutput,
+                           img_shape: Tuple[int, int]) -> Tuple[Tensor, Optional[Tensor]]:
+        """Ranking targets by cross-image consistency (``rank_target='consistency'``).
+
+        Each box's target is the negative of
+        :func:`cross_image_box_similarity` on the clean pass's first stage
+        (C3, the stride of the part-sized anchors), its cells limited to the
+        object mask when the location heatmap gives one: the box whose
+        content recurs most across the batch's objects ranks first.
+
+        Args:
+            student (StudentOutput): the clean pass, with ``boxes`` and, on a
+                sampling step, ``sample_boxes``.
+            img_shape (tuple): (H, W) of the input.
+
+        Returns:
+            tuple: (B, N) targets of the proposals and (B, K) of the samples
+            (None on a step without samples), float32, no gradient.
+        """
+        boxes, num_samples = ranked_boxes(student)
+        similarity = cross_image_box_similarity(student.feats[0], boxes, img_shape,
+                                                student.object_mask)
+        return split_ranked(-similarity, num_samples)
 
     def ranks_proposals_by_windows(self, sampling: bool) -> bool:
         """Whether a step ranks the N proposals by their S x S windows.
@@ -1053,6 +1098,11 @@ class DAFClassifier(BaseClassifier):
         weight_f = self.loss_weights['fusion']
 
         losses = {}
+        # What the student predicts, and so what the fusion head fuses: the
+        # image's logits, averaged with the pooled ones under part_pool.predict
+        # (as in predict_logits), so that the fusion is trained on the inputs
+        # it gets at test time.
+        student_prediction = student.logits
         pred = self.head._get_loss(student.logits, data_samples)
         losses['loss_pred'] = weight_s * pred.pop('loss')
         losses.update({f'student_{k}': v for k, v in pred.items()})
@@ -1066,6 +1116,9 @@ class DAFClassifier(BaseClassifier):
             losses['loss_part_pool'] = weight_s * pool_weight * \
                 F.cross_entropy(pooled_logits.flatten(0, 1).float(),
                                 labels.repeat_interleave(num_pooled))
+            if self.part_pool['predict']:
+                student_prediction = torch.cat([student.logits[:, None], pooled_logits],
+                                               dim=1).mean(dim=1)
 
         if self.with_sppn:
             sampling = student.sample_boxes is not None
@@ -1081,10 +1134,13 @@ class DAFClassifier(BaseClassifier):
             if not self.ranks_this_step(sampling):
                 # No ranking loss on this step, so no target to compute.
                 rank_part_ce = None
-            elif self.rank_target in ('clean_features', 'occlusion'):
+            elif self.rank_target in ('clean_features', 'occlusion', 'consistency'):
                 if self.rank_target == 'clean_features':
                     rank_part_ce, sample_ce = self.clean_feature_ce(student, labels,
                                                                     inputs.shape[-2:])
+                elif self.rank_target == 'consistency':
+                    rank_part_ce, sample_ce = self.consistency_target(student,
+                                                                      inputs.shape[-2:])
                 else:
                     rank_part_ce, sample_ce = self.occlusion_ce(inputs, student, labels,
                                                                 clean_bn_stats)
@@ -1137,7 +1193,7 @@ class DAFClassifier(BaseClassifier):
             losses['distill_kept'] = gate.mean()
 
         if self.with_fusion:
-            fused = self.fused_logits(student.logits, teacher.logits)
+            fused = self.fused_logits(student_prediction, teacher.logits)
             fusion_pred = self.fusion_head._get_loss(fused, data_samples)
             losses['loss_csf'] = weight_f * fusion_pred.pop('loss')
             losses.update({f'fusion_{k}': v for k, v in fusion_pred.items()})

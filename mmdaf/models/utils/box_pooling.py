@@ -1,11 +1,13 @@
 """Average a feature map over boxes, weighting each cell by its overlap.
 
 Used to score boxes from the clean pass's last stage (the student head on the
-box-pooled features) instead of running one more backbone pass per box.
+box-pooled features) instead of running one more backbone pass per box, and
+to pool the last stage over the object mask of the location heatmap.
 """
 from typing import Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -73,3 +75,27 @@ def box_pooled_features(feat: Tensor, boxes: Tensor,
     weights = box_cell_weights(boxes, tuple(feat.shape[-2:]), img_shape)
     cells = feat.flatten(2).transpose(1, 2)  # (B, h*w, C)
     return torch.bmm(weights.to(cells.dtype), cells)
+
+
+def mask_pooled_features(feat: Tensor, mask: Tensor) -> Tensor:
+    """Average of a feature map over a mask, each cell weighted by the share of
+    it the mask covers.
+
+    Args:
+        feat (Tensor): (B, C, h, w) features.
+        mask (Tensor): (B, 1, h', w') bool or {0, 1} mask covering the same
+            input as ``feat``; area-resampled to (h, w), so a cell half inside
+            the mask counts half.
+
+    Returns:
+        Tensor: (B, C) pooled features, in ``feat``'s dtype; an image whose
+        mask is empty gets the global average.
+    """
+    if mask.dim() != 4 or mask.shape[1] != 1 or mask.shape[0] != feat.shape[0]:
+        raise ValueError(f'mask must be (B, 1, h, w) with B = {feat.shape[0]}, '
+                         f'got {tuple(mask.shape)}')
+    coverage = F.adaptive_avg_pool2d(mask.float(), tuple(feat.shape[-2:])).flatten(1)
+    totals = coverage.sum(dim=1, keepdim=True)
+    uniform = torch.full_like(coverage, 1.0 / coverage.shape[1])
+    weights = torch.where(totals > 0, coverage / totals.clamp(min=1e-12), uniform)
+    return torch.bmm(weights[:, None].to(feat.dtype), feat.flatten(2).transpose(1, 2))[:, 0]
