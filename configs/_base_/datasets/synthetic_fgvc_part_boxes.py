@@ -11,19 +11,16 @@
 #   val_dataloader = dict(dataset={{_base_.part_box_test_dataset}})
 #   test_dataloader = val_dataloader
 _part_box_pack = dict(type='PackInputs', algorithm_keys=('gt_bboxes', ))
+_part_boxes = dict(with_part_boxes=True, part_ids=[1, 3, 4, 5], part_box_size=12)
 part_box_train_dataset = dict(
-    with_part_boxes=True,
-    part_ids=[1, 3, 4, 5],
-    part_box_size=12,
+    **_part_boxes,
     pipeline=[
         dict(type='LoadImageFromFileSafe', skip_corrupt=False),
         dict(type='RandomFlip', prob=0.5, direction='horizontal'),
         _part_box_pack,
     ])
 part_box_test_dataset = dict(
-    with_part_boxes=True,
-    part_ids=[1, 3, 4, 5],
-    part_box_size=12,
+    **_part_boxes,
     pipeline=[
         dict(type='LoadImageFromFileSafe', skip_corrupt=False),
         _part_box_pack,

@@ -52,9 +52,22 @@ def box_cell_weights(boxes: Tensor, feat_shape: Tuple[int, int],
     overlap_x = cell_overlaps(boxes[..., 0], boxes[..., 2], feat_w, img_w / feat_w)
     overlap_y = cell_overlaps(boxes[..., 1], boxes[..., 3], feat_h, img_h / feat_h)
     areas = (overlap_y[..., :, None] * overlap_x[..., None, :]).flatten(2)
+    return normalised_cell_weights(areas)
+
+
+def normalised_cell_weights(areas: Tensor) -> Tensor:
+    """(..., h * w) cell areas -> weights summing to 1 over the cells; a row
+    with no area gets uniform weights (the global average)."""
     totals = areas.sum(dim=-1, keepdim=True)
     uniform = torch.full_like(areas, 1.0 / areas.shape[-1])
     return torch.where(totals > 0, areas / totals.clamp(min=1e-12), uniform)
+
+
+def weighted_cell_average(feat: Tensor, weights: Tensor) -> Tensor:
+    """(B, C, h, w) features and (B, K, h * w) cell weights -> (B, K, C)
+    weighted averages, in ``feat``'s dtype."""
+    cells = feat.flatten(2).transpose(1, 2)  # (B, h*w, C)
+    return torch.bmm(weights.to(cells.dtype), cells)
 
 
 def box_pooled_features(feat: Tensor, boxes: Tensor,
@@ -73,8 +86,7 @@ def box_pooled_features(feat: Tensor, boxes: Tensor,
         raise ValueError(f'boxes have batch size {boxes.shape[0]}, the features '
                          f'{feat.shape[0]}')
     weights = box_cell_weights(boxes, tuple(feat.shape[-2:]), img_shape)
-    cells = feat.flatten(2).transpose(1, 2)  # (B, h*w, C)
-    return torch.bmm(weights.to(cells.dtype), cells)
+    return weighted_cell_average(feat, weights)
 
 
 def mask_pooled_features(feat: Tensor, mask: Tensor) -> Tensor:
@@ -95,7 +107,4 @@ def mask_pooled_features(feat: Tensor, mask: Tensor) -> Tensor:
         raise ValueError(f'mask must be (B, 1, h, w) with B = {feat.shape[0]}, '
                          f'got {tuple(mask.shape)}')
     coverage = F.adaptive_avg_pool2d(mask.float(), tuple(feat.shape[-2:])).flatten(1)
-    totals = coverage.sum(dim=1, keepdim=True)
-    uniform = torch.full_like(coverage, 1.0 / coverage.shape[1])
-    weights = torch.where(totals > 0, coverage / totals.clamp(min=1e-12), uniform)
-    return torch.bmm(weights[:, None].to(feat.dtype), feat.flatten(2).transpose(1, 2))[:, 0]
+    return weighted_cell_average(feat, normalised_cell_weights(coverage)[:, None])[:, 0]
