@@ -226,9 +226,11 @@ def tally_image(tally: Tally, probe: BoxClassifier, feat, image_logits, label: i
         proposals (Tensor, optional): (1, M, 4) its top-M proposals.
         img_shape (tuple): (H, W) of the input.
         region_names (Sequence[str]): the P regions' part names; with them
-            each region alone is also averaged with the image
-            (``part_alone.<name>``): what pooling at that one part would
-            give.
+            each region alone is also classified (``part_pooled.<name>``:
+            what the pooled features there say, which is what
+            ``rank_target='clean_features'`` ranks by) and averaged with the
+            image (``part_alone.<name>``: what pooling at that one part
+            would give).
     """
     import torch
 
@@ -246,6 +248,7 @@ def tally_image(tally: Tally, probe: BoxClassifier, feat, image_logits, label: i
     for name, region_logits in zip(region_names, logits['parts']):
         alone = (region_logits + image_logits) / 2
         tally.add(f'part_alone.{name}', int(alone.argmax()) == label)
+        tally.add(f'part_pooled.{name}', int(region_logits.argmax()) == label)
     if proposals is None:
         return
     right = logits['proposals'].argmax(dim=1).numpy() == label
@@ -328,6 +331,10 @@ def print_summary(summary: Dict[str, List[float]], num_runs: int) -> None:
     if alone:
         print('  one part region with the image: ' + ', '.join(
             f'{name[len("part_alone."):]} {summary[name][0]:.1f}' for name in alone))
+    pooled = [name for name in summary if name.startswith('part_pooled.')]
+    if pooled:
+        print('  one part region pooled alone: ' + ', '.join(
+            f'{name[len("part_pooled."):]} {summary[name][0]:.1f}' for name in pooled))
     windows = [name for name in summary if name.startswith('window.')]
     if windows:
         print('  student on the part windows: ' + ', '.join(

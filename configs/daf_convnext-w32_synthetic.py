@@ -1,5 +1,5 @@
 # ConvNeXt twin of daf_r18_synthetic.py: the same complete DAF-net (SPPN,
-# heatmap, teacher, gated distillation, fusion, schedule, hooks) with
+# heatmap, teacher, fusion, schedule, hooks; plus the gated distillation) with
 # ConvNeXt-w32 student and teacher (configs/_base_/models/convnext-w32_fgvc.py:
 # 32, 64, 128, 256 channels, those of the half-width ResNet-18, so every
 # channel number of daf_r18_synthetic.py stays). Started from the generic
@@ -20,9 +20,12 @@ convnext_w32 = dict(type='DilatedConvNeXt',
                     gap_before_final_norm=False, with_cp=False)
 
 model = dict(
-    # No pooled cross entropy: the object-mask pooling of the R18 config was
-    # not measured with ConvNeXt.
+    # No pooled cross entropy, and the gated distillation kept: the R18
+    # config's object-mask pooling and its dropped distillation were not
+    # measured with ConvNeXt.
     part_pool=None,
+    distill=dict(_delete_=True, student_channels=128, teacher_channels=128,
+                 gate='teacher_correct'),
     # C3, C4, C5 = stages 1, 2, 3: 64, 128, 256 channels as the ResNet-18's.
     backbone=dict(
         _delete_=True,

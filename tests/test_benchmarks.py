@@ -282,7 +282,7 @@ def test_every_named_row_is_a_config_and_the_default_rows_have_the_controls():
     for name, path in learning_presets.CONFIGS.items():
         assert os.path.isfile(os.path.join(REPO_ROOT, path)), name
     assert learning.parse_args([]).configs == [
-        'baseline', 'sppn', 'sppn_lhm', 'sppn_lhm_random_pool', 'sppn_lhm_teacher', 'daf',
+        'baseline', 'sppn', 'sppn_lhm', 'sppn_lhm_random_pool', 'daf', 'daf_distill',
         'daf_no_attention']
 
 

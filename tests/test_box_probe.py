@@ -135,6 +135,8 @@ def test_probe_agrees_with_the_models_own_student_predictions(tmp_path, tiny_cub
         {f'part_alone.{n}' for n in names.values()}
     assert all(round(shares[f'part_alone.{n}'] * num_images / 100, 6).is_integer()
                for n in names.values())
+    assert {k for k in shares if k.startswith('part_pooled.')} == \
+        {f'part_pooled.{n}' for n in names.values()}
     no_windows = box_probe.probe_run(run_dir, tiny_cub_root, top_m=3, seed=0, window=0)
     assert not any(k.startswith('window.') for k in no_windows)
     assert no_windows['proposals.with_image'] == shares['proposals.with_image']
@@ -165,3 +167,19 @@ def test_each_part_alone_is_averaged_with_the_image_by_name():
     assert shares['part_alone.beak'] == 100.0 and shares['part_alone.tail'] == 0.0
     # Both regions with the image: [1, 3, 3] / 3, a tie that argmax gives to class 1.
     assert shares['parts.with_image'] == 100.0
+
+
+def test_each_part_region_is_also_classified_alone_without_the_image():
+    tally = box_probe.Tally()
+    regions = np.array([[1.0, 0.0, 5.0, 4.0], [2.0, 0.0, 6.0, 4.0]])  # class 1, class 2
+    # The image alone says class 0, strongly enough to outvote one region.
+    image_logits = torch.tensor([5.0, 0.0, 0.0])
+    box_probe.tally_image(tally, _OneHotBoxes(), torch.zeros(1, 4, 2, 2), image_logits,
+                          label=1, regions=regions, proposals=None, img_shape=(8, 8),
+                          generator=torch.Generator().manual_seed(0),
+                          region_names=['beak', 'tail'])
+    shares = tally.shares()
+    # Pooled alone the beak region's [0, 3, 0] picks the label; the tail's does not.
+    assert shares['part_pooled.beak'] == 100.0 and shares['part_pooled.tail'] == 0.0
+    # With the image, (5 + 0) / 2 > 3 / 2: class 0 wins, wrong for both.
+    assert shares['part_alone.beak'] == 0.0 and shares['part_alone.tail'] == 0.0

@@ -354,21 +354,21 @@ def test_synthetic_config_trains_without_the_part_pass():
     assert cub.loss_concentrate == dict(type='ConcentrateLoss', top_m=3, loss_weight=1.0)
 
 
-OBJECT_POOL = dict(top_m=3, loss_weight=1.0, predict=True, boxes='object', warmup=False)
+def pooled(boxes: str, samples: bool = True) -> dict:
+    """The part_pool of a synthetic config that pools at ``boxes``."""
+    return dict(top_m=3, loss_weight=1.0, predict=True, boxes=boxes, warmup=False,
+                samples=samples)
+
+
+OBJECT_POOL = pooled('object', samples=False)
 
 
 @pytest.mark.parametrize('name, part_pool', [
-    ('ablation/r18_sppn_synthetic.py', dict(top_m=3, loss_weight=1.0, predict=True,
-                                            boxes='proposals', warmup=False)),
-    ('ablation/r18_sppn_lhm_synthetic.py', dict(top_m=3, loss_weight=1.0, predict=True,
-                                                boxes='proposals', warmup=False)),
-    ('ablation/r18_sppn_lhm_random-pool_synthetic.py',
-     dict(top_m=3, loss_weight=1.0, predict=True, boxes='random', warmup=False)),
-    ('ablation/r18_sppn_lhm_object-pool_synthetic.py',
-     dict(top_m=3, loss_weight=1.0, predict=True, boxes='object', warmup=False)),
-    ('ablation/r18_sppn_lhm_oracle-pool_synthetic.py',
-     dict(top_m=3, loss_weight=1.0, predict=True, boxes='ground_truth',
-          warmup=False)),
+    ('ablation/r18_sppn_synthetic.py', pooled('proposals')),
+    ('ablation/r18_sppn_lhm_synthetic.py', pooled('proposals')),
+    ('ablation/r18_sppn_lhm_random-pool_synthetic.py', pooled('random')),
+    ('ablation/r18_sppn_lhm_object-pool_synthetic.py', pooled('object')),
+    ('ablation/r18_sppn_lhm_oracle-pool_synthetic.py', pooled('ground_truth')),
     ('daf_r18_synthetic.py', OBJECT_POOL),
     ('ablation/r18_sppn_lhm_teacher_synthetic.py', OBJECT_POOL),
     ('ablation/r18_daf_no-attention_synthetic.py', OBJECT_POOL),
@@ -377,9 +377,10 @@ OBJECT_POOL = dict(top_m=3, loss_weight=1.0, predict=True, boxes='object', warmu
 ])
 def test_student_only_synthetic_rows_pool_their_proposals(name, part_pool):
     """The student-only synthetic rows classify the last stage pooled in
-    their top-3 proposals; the control rows pool at random boxes, over the
-    object mask or at the true parts; the complete R18 DAF and its teacher
-    rows pool over the object mask (each chosen on the validation set); the
+    their top-3 proposals and, in training, at the sampled anchors; the
+    control rows pool at random boxes, over the object mask or at the true
+    parts, with the same samples; the complete R18 DAF and its teacher rows
+    pool over the object mask (each chosen on the validation set); the
     ConvNeXt twin and the CUB configs do not pool."""
     init_default_scope('mmpretrain')
     model_cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', name)).model
@@ -389,6 +390,27 @@ def test_student_only_synthetic_rows_pool_their_proposals(name, part_pool):
     model = MODELS.build(model_cfg)
     assert model.part_pool == part_pool
     assert model.predict_part_top_m == (3 if 'cub' in name else 0)
+
+
+@pytest.mark.parametrize('name, gate', [
+    ('daf_r18_synthetic.py', None),
+    ('ablation/r18_sppn_lhm_teacher_synthetic.py', None),
+    ('ablation/r18_daf_no-attention_synthetic.py', None),
+    ('ablation/r18_daf_oracle-mask_synthetic.py', None),
+    ('ablation/r18_daf_distill_synthetic.py', 'teacher_correct'),
+    ('daf_convnext-w32_synthetic.py', 'teacher_correct'),
+    ('daf_r50_cub.py', 'all'),
+])
+def test_distillation_is_off_in_the_r18_synthetic_daf_and_the_paper_s_elsewhere(name, gate):
+    """The complete R18 synthetic DAF and its rows do not distil (chosen on
+    the validation set); its control row keeps the gated distillation, as
+    does the unmeasured ConvNeXt twin; the CUB config distils every image,
+    as the paper."""
+    model_cfg = Config.fromfile(osp.join(REPO_ROOT, 'configs', name)).model
+    distill = model_cfg.get('distill')
+    assert (None if distill is None else distill.get('gate', 'all')) == gate
+    if distill is not None:
+        assert '_delete_' not in distill
 
 
 @pytest.mark.parametrize('name', ['daf_r50_cub.py', 'daf_convnext-t_cub.py',

@@ -30,6 +30,9 @@ def tiny_daf_cfg(**overrides) -> dict:
     # The config pools over the object mask; the tests switch part_pool on
     # where they test it, so the other switches can drop the heatmap.
     model.part_pool = None
+    # The config no longer distils; the tests keep the paper's distillation
+    # (gated as the ConvNeXt twin) so that every loss is exercised.
+    model.distill = dict(student_channels=128, teacher_channels=128, gate='teacher_correct')
     model.update(overrides)
     return model
 
@@ -810,6 +813,47 @@ def test_teacher_mask_boxes_errors_name_the_value(overrides, message):
 def test_part_pool_errors_name_the_key(part_pool, message):
     with pytest.raises(ValueError, match=message):
         build(part_pool=part_pool)
+
+
+def test_part_pool_samples_train_the_pooled_loss_at_the_sampled_anchors():
+    model = build(teacher=None, distill=None, fusion_head=None,
+                  part_pool=dict(top_m=2, loss_weight=0.5, samples=True))
+    seen = {}
+    with patch.object(model, 'run_student', _recording(model.run_student, seen, 'student')):
+        losses = model(**batch(), mode='loss')
+    student = seen['student']
+    num_samples = model.sppn_head.rank_samples
+    assert student.sample_boxes.shape == (2, num_samples, 4)
+    with torch.no_grad():
+        sample_logits = model.box_logits(student.feats[-1], student.sample_boxes, (SIZE, SIZE))
+    expected = 0.5 * torch.nn.functional.cross_entropy(
+        sample_logits.flatten(0, 1), torch.tensor([0, 1]).repeat_interleave(num_samples))
+    torch.testing.assert_close(losses['loss_part_pool_samples'], expected)
+    losses['loss_part_pool_samples'].backward()
+    assert model.backbone.layer4[0].conv1.weight.grad.abs().sum() > 0
+    # The sampled boxes are detached: no gradient into the SPPN's scores.
+    assert all(p.grad is None or float(p.grad.abs().sum()) == 0
+               for p in model.sppn_head.parameters())
+    # Off by default: no such loss.
+    plain = build(teacher=None, distill=None, fusion_head=None, **POOL)
+    assert 'loss_part_pool_samples' not in plain(**batch(), mode='loss')
+
+
+def test_part_pool_samples_need_sampled_anchors():
+    cfg = tiny_daf_cfg(teacher=None, distill=None, fusion_head=None,
+                       part_pool=dict(samples=True))
+    cfg.sppn_head.rank_samples = 0
+    with pytest.raises(ValueError, match=r"part_pool.samples trains the pooled cross "
+                       r"entropy at the SPPN's sampled anchors; set sppn_head.rank_samples "
+                       r"> 0, got rank_samples=0"):
+        MODELS.build(cfg)
+
+
+def test_part_pool_samples_add_to_random_boxes_too():
+    model = build(teacher=None, distill=None, fusion_head=None,
+                  part_pool=dict(boxes='random', samples=True))
+    losses = model(**batch(), mode='loss')
+    assert {'loss_part_pool', 'loss_part_pool_samples'} <= set(losses)
 
 
 def test_part_pool_needs_the_sppn():

@@ -80,6 +80,60 @@ def test_gated_distillation_losses_act_only_on_kept_samples():
     assert losses['loss_soft'].item() > 0 and losses['loss_hint'].item() > 0
 
 
+def test_teacher_ahead_gate_follows_the_running_means_of_the_true_class_probability():
+    model = build(distill=dict(student_channels=128, teacher_channels=128,
+                               gate='teacher_ahead', gate_momentum=0.5))
+    labels = torch.tensor([0, 1])
+    # p(y) = 0.5 on both images when two logits tie at log 1 = 0 and the
+    # rest are -inf-like; 1.0 when the label's logit alone is high.
+    sure = torch.tensor([[20.0, -20.0], [-20.0, 20.0]])      # p(y) ~ 1
+    unsure = torch.tensor([[0.0, 0.0], [0.0, 0.0]])           # p(y) = 0.5
+    wrong = torch.tensor([[-20.0, 20.0], [20.0, -20.0]])     # p(y) ~ 0
+    # Step 1: teacher 1.0, student 0.5 -> means (0.5, 0.25): the teacher is ahead.
+    gate = model.teacher_ahead_gate(unsure, sure, labels)
+    assert gate.tolist() == [1.0, 1.0]
+    assert model.distill_true_prob.tolist() == pytest.approx([0.5, 0.25], abs=1e-6)
+    # Step 2: teacher 0, student 1 -> (0.25, 0.625): behind, nothing distilled.
+    gate = model.teacher_ahead_gate(sure, wrong, labels)
+    assert gate.tolist() == [0.0, 0.0]
+    assert model.distill_true_prob.tolist() == pytest.approx([0.25, 0.625], abs=1e-6)
+    # Step 3: teacher 1, student 0 -> (0.625, 0.3125): ahead again.
+    assert model.teacher_ahead_gate(wrong, sure, labels).tolist() == [1.0, 1.0]
+    # The means are a buffer: saved with the model, so a resumed run gates alike.
+    assert 'distill_true_prob' in model.state_dict()
+    with pytest.raises(ValueError, match="applied by DAFClassifier.teacher_ahead_gate"):
+        distill_gate(unsure, sure, labels, 'teacher_ahead')
+
+
+def test_teacher_ahead_gate_distils_nothing_from_a_teacher_behind_the_student():
+    model = build(distill=dict(student_channels=128, teacher_channels=128,
+                               gate='teacher_ahead'))
+    data = batch()
+    # A teacher that is wrong on every image (class 2; the labels are 0 and 1).
+    with torch.no_grad():
+        model.teacher.head.fc.weight.zero_()
+        model.teacher.head.fc.bias.copy_(torch.tensor([-10.0, -10.0, 10.0, -10.0]))
+    losses = model(**data, mode='loss')
+    assert losses['distill_kept'].item() == 0.0
+    assert losses['loss_soft'].item() == 0.0 and losses['loss_hint'].item() == 0.0
+    teacher_mean, student_mean = model.distill_true_prob.tolist()
+    assert teacher_mean < 1e-8 < student_mean
+    # A teacher giving both labels p = 0.5, after running means of (0.1, 0):
+    # (0.09 + 0.05, 0.1 * p_student) with p_student <= 1, so it is ahead.
+    with torch.no_grad():
+        model.teacher.head.fc.bias.copy_(torch.tensor([0.0, 0.0, -20.0, -20.0]))
+        model.distill_true_prob.copy_(torch.tensor([0.1, 0.0]))
+    losses = model(**data, mode='loss')
+    assert losses['distill_kept'].item() == 1.0
+    assert losses['loss_soft'].item() > 0 and losses['loss_hint'].item() > 0
+
+
+def test_distill_gate_momentum_must_be_a_fraction():
+    with pytest.raises(ValueError, match=r'distill.gate_momentum must be in \[0, 1\), got 1.0'):
+        build(distill=dict(student_channels=128, teacher_channels=128,
+                           gate='teacher_ahead', gate_momentum=1.0))
+
+
 def test_unknown_distill_gate_is_rejected():
     with pytest.raises(ValueError, match="distill.gate must be one of"):
         build(distill=dict(student_channels=128, teacher_channels=128, gate='sometimes'))

@@ -5,6 +5,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.dist import all_reduce
 from mmengine.model import BaseModule
 from mmpretrain.models.classifiers import BaseClassifier
 from mmpretrain.registry import MODELS
@@ -24,7 +25,7 @@ from ..utils.part_images import boxes_to_saliency_mask, occluded_images
 from ..utils.stage_features import check_stage_features
 
 LOSS_GROUPS = ('student', 'teacher', 'fusion')
-DISTILL_GATES = ('all', 'teacher_correct', 'teacher_better')
+DISTILL_GATES = ('all', 'teacher_correct', 'teacher_better', 'teacher_ahead')
 PROPOSAL_RANK_CE = ('part_image', 'window')
 RANK_TARGETS = ('part_images', 'clean_features', 'occlusion', 'consistency')
 RANK_CONTEXTS = ('none', 'image')
@@ -96,6 +97,9 @@ def distill_gate(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
     """
     if mode == 'all':
         return student_logits.new_ones(student_logits.shape[0])
+    if mode == 'teacher_ahead':
+        raise ValueError("distill gate 'teacher_ahead' keeps running means: it "
+                         'is applied by DAFClassifier.teacher_ahead_gate')
     teacher_logits = teacher_logits.detach().float()
     if mode == 'teacher_correct':
         keep = teacher_logits.argmax(dim=1) == labels
@@ -107,6 +111,20 @@ def distill_gate(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
     else:
         raise ValueError(f'distill gate must be one of {DISTILL_GATES}, got {mode!r}')
     return keep.to(student_logits.dtype)
+
+
+def true_class_probability(logits: Tensor, labels: Tensor) -> Tensor:
+    """The mean softmax probability of the ground truth over a batch.
+
+    Args:
+        logits (Tensor): (B, K) logits; detached here.
+        labels (Tensor): (B,) ground-truth classes.
+
+    Returns:
+        Tensor: () float32.
+    """
+    probs = logits.detach().float().softmax(dim=1)
+    return probs.gather(1, labels[:, None]).mean()
 
 
 def move_boxes_at_random(boxes: Tensor, img_shape: Tuple[int, int],
@@ -399,7 +417,14 @@ class DAFClassifier(BaseClassifier):
             already finds. ``warmup=True`` scales
             ``loss_part_pool`` by ``part_loss_scale`` like the part losses
             (``PartLossWarmupHook``): no pooled loss while the proposals are
-            still untrained. None (default) turns it off.
+            still untrained. ``samples=True`` (needs an SPPN with
+            ``rank_samples > 0``) also trains the pooled cross entropy at
+            the SPPN's K sampled anchors on the steps that draw them
+            (``loss_part_pool_samples``, same weight; training only): anchors
+            drawn uniformly over the object mask (the image without the
+            heatmap), so that the student learns to classify every region
+            of the object, not only where its pooled boxes lie. None
+            (default) turns it off.
         loss_concentrate (dict, optional): ``ConcentrateLoss`` config. None
             drops L_con; with the proposals ranked by their windows
             (``proposal_rank_ce='window'``) nothing then reads the part
@@ -412,7 +437,11 @@ class DAFClassifier(BaseClassifier):
             stage (C4) from the two backbones' outputs. The regressor is a 1x1
             conv + BN. ``gate`` picks the samples both distillation losses act
             on (:func:`distill_gate`): ``'all'`` (the paper),
-            ``'teacher_correct'`` or ``'teacher_better'``; the share kept is
+            ``'teacher_correct'``, ``'teacher_better'`` or
+            ``'teacher_ahead'`` (the whole batch, only while the teacher's
+            running mean probability of the ground truth is above the
+            student's, :meth:`teacher_ahead_gate`; the running means use
+            ``gate_momentum``, default 0.9 per iteration); the share kept is
             logged as ``distill_kept``.
         teacher_attention (bool): False gives the teacher the image only: its
             heatmap and saliency channels are zeros and its neck gets no
@@ -561,7 +590,8 @@ class DAFClassifier(BaseClassifier):
         self.part_pool = None
         if part_pool is not None:
             part_pool = dict(part_pool)
-            unknown = set(part_pool) - {'top_m', 'loss_weight', 'predict', 'boxes', 'warmup'}
+            unknown = set(part_pool) - {'top_m', 'loss_weight', 'predict', 'boxes',
+                                        'warmup', 'samples'}
             if unknown:
                 raise ValueError(f'DAFClassifier: unknown part_pool keys {sorted(unknown)}')
             if sppn_head is None and part_pool.get('boxes') != 'object':
@@ -570,7 +600,13 @@ class DAFClassifier(BaseClassifier):
                                   loss_weight=float(part_pool.get('loss_weight', 1.0)),
                                   predict=bool(part_pool.get('predict', True)),
                                   boxes=part_pool.get('boxes', 'proposals'),
-                                  warmup=bool(part_pool.get('warmup', False)))
+                                  warmup=bool(part_pool.get('warmup', False)),
+                                  samples=bool(part_pool.get('samples', False)))
+            if self.part_pool['samples'] and getattr(self.sppn_head, 'rank_samples', 0) == 0:
+                raise ValueError(
+                    "DAFClassifier: part_pool.samples trains the pooled cross entropy at "
+                    "the SPPN's sampled anchors; set sppn_head.rank_samples > 0, got "
+                    f"rank_samples={getattr(self.sppn_head, 'rank_samples', None)}")
             if self.part_pool['boxes'] not in PART_POOL_BOXES:
                 raise ValueError(f'DAFClassifier: part_pool.boxes must be one of '
                                  f'{PART_POOL_BOXES}, got {self.part_pool["boxes"]!r}')
@@ -602,10 +638,18 @@ class DAFClassifier(BaseClassifier):
                 distill.pop('loss_soft', dict(type='SoftTargetLoss', temperature=4.0)))
             self.distill_cfg = dict(student_index=distill.pop('student_index', 1),
                                     teacher_index=distill.pop('teacher_index', 0),
-                                    gate=distill.pop('gate', 'all'))
+                                    gate=distill.pop('gate', 'all'),
+                                    gate_momentum=distill.pop('gate_momentum', 0.9))
             if self.distill_cfg['gate'] not in DISTILL_GATES:
                 raise ValueError(f'DAFClassifier: distill.gate must be one of '
                                  f'{DISTILL_GATES}, got {self.distill_cfg["gate"]!r}')
+            if not 0.0 <= self.distill_cfg['gate_momentum'] < 1.0:
+                raise ValueError('DAFClassifier: distill.gate_momentum must be in '
+                                 f'[0, 1), got {self.distill_cfg["gate_momentum"]}')
+            if self.distill_cfg['gate'] == 'teacher_ahead':
+                # Running means of the ground truth's probability, teacher
+                # then student. Buffers, so that a resumed run gates alike.
+                self.register_buffer('distill_true_prob', torch.zeros(2))
             if distill:
                 raise ValueError(f'DAFClassifier: unknown distill keys {sorted(distill)}')
         if (not teacher_attention and self.teacher is not None
@@ -1116,6 +1160,13 @@ class DAFClassifier(BaseClassifier):
             losses['loss_part_pool'] = weight_s * pool_weight * \
                 F.cross_entropy(pooled_logits.flatten(0, 1).float(),
                                 labels.repeat_interleave(num_pooled))
+            if self.part_pool['samples'] and student.sample_boxes is not None:
+                sample_logits = self.box_logits(student.feats[-1],
+                                                student.sample_boxes.detach(),
+                                                inputs.shape[-2:])
+                losses['loss_part_pool_samples'] = weight_s * pool_weight * \
+                    F.cross_entropy(sample_logits.flatten(0, 1).float(),
+                                    labels.repeat_interleave(sample_logits.shape[1]))
             if self.part_pool['predict']:
                 student_prediction = torch.cat([student.logits[:, None], pooled_logits],
                                                dim=1).mean(dim=1)
@@ -1181,8 +1232,11 @@ class DAFClassifier(BaseClassifier):
             losses['loss_group'] = weight_t * teacher.grouping_loss
 
         if self.with_distill:
-            gate = distill_gate(student.logits, teacher.logits, labels,
-                                self.distill_cfg['gate'])
+            if self.distill_cfg['gate'] == 'teacher_ahead':
+                gate = self.teacher_ahead_gate(student.logits, teacher.logits, labels)
+            else:
+                gate = distill_gate(student.logits, teacher.logits, labels,
+                                    self.distill_cfg['gate'])
             hint_pred = self.hint_regressor(student.feats[self.distill_cfg['student_index']])
             hint = teacher.feats[self.distill_cfg['teacher_index']]
             gate_weight = None if self.distill_cfg['gate'] == 'all' else gate
@@ -1198,6 +1252,36 @@ class DAFClassifier(BaseClassifier):
             losses['loss_csf'] = weight_f * fusion_pred.pop('loss')
             losses.update({f'fusion_{k}': v for k, v in fusion_pred.items()})
         return losses
+
+    @torch.no_grad()
+    def teacher_ahead_gate(self, student_logits: Tensor, teacher_logits: Tensor,
+                           labels: Tensor) -> Tensor:
+        """Distil the whole batch while the teacher is ahead of the student
+        (``distill.gate='teacher_ahead'``), none of it otherwise.
+
+        Updates the running means of the ground truth's probability under
+        the teacher and under the student (momentum ``gate_momentum``, the
+        batch means averaged over the ranks first, so that every rank gates
+        alike) and compares them. Both means start at zero with the same
+        momentum, so no bias correction changes the comparison. Why: a
+        teacher behind the student pulls it back, and with it the two
+        streams the fusion combines toward each other.
+
+        Args:
+            student_logits (Tensor): (B, K) z_s.
+            teacher_logits (Tensor): (B, K) z_t.
+            labels (Tensor): (B,) ground-truth classes.
+
+        Returns:
+            Tensor: (B,) weights, all 1 or all 0, in ``student_logits``' dtype.
+        """
+        batch_means = torch.stack([true_class_probability(teacher_logits, labels),
+                                   true_class_probability(student_logits, labels)])
+        all_reduce(batch_means, op='mean')  # in place; no-op on one process
+        momentum = self.distill_cfg['gate_momentum']
+        self.distill_true_prob.mul_(momentum).add_((1.0 - momentum) * batch_means)
+        ahead = bool(self.distill_true_prob[0] > self.distill_true_prob[1])
+        return student_logits.new_full((student_logits.shape[0], ), float(ahead))
 
     def predict_logits(self, inputs: Tensor,
                        data_samples: Optional[List[DataSample]] = None
