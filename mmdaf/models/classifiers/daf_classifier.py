@@ -104,27 +104,25 @@ def distill_gate(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor,
     if mode == 'teacher_correct':
         keep = teacher_logits.argmax(dim=1) == labels
     elif mode == 'teacher_better':
-        teacher_prob = teacher_logits.softmax(dim=1).gather(1, labels[:, None])
-        student_prob = student_logits.detach().float().softmax(dim=1).gather(
-            1, labels[:, None])
-        keep = (teacher_prob > student_prob).squeeze(1)
+        keep = label_probability(teacher_logits, labels) > \
+            label_probability(student_logits, labels)
     else:
         raise ValueError(f'distill gate must be one of {DISTILL_GATES}, got {mode!r}')
     return keep.to(student_logits.dtype)
 
 
-def true_class_probability(logits: Tensor, labels: Tensor) -> Tensor:
-    """The mean softmax probability of the ground truth over a batch.
+def label_probability(logits: Tensor, labels: Tensor) -> Tensor:
+    """The softmax probability of the ground truth, per sample.
 
     Args:
         logits (Tensor): (B, K) logits; detached here.
         labels (Tensor): (B,) ground-truth classes.
 
     Returns:
-        Tensor: () float32.
+        Tensor: (B,) float32.
     """
     probs = logits.detach().float().softmax(dim=1)
-    return probs.gather(1, labels[:, None]).mean()
+    return probs.gather(1, labels[:, None]).squeeze(1)
 
 
 def move_boxes_at_random(boxes: Tensor, img_shape: Tuple[int, int],
@@ -1275,8 +1273,8 @@ class DAFClassifier(BaseClassifier):
         Returns:
             Tensor: (B,) weights, all 1 or all 0, in ``student_logits``' dtype.
         """
-        batch_means = torch.stack([true_class_probability(teacher_logits, labels),
-                                   true_class_probability(student_logits, labels)])
+        batch_means = torch.stack([label_probability(teacher_logits, labels).mean(),
+                                   label_probability(student_logits, labels).mean()])
         all_reduce(batch_means, op='mean')  # in place; no-op on one process
         momentum = self.distill_cfg['gate_momentum']
         self.distill_true_prob.mul_(momentum).add_((1.0 - momentum) * batch_means)
