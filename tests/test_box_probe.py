@@ -154,15 +154,20 @@ class _OneHotBoxes:
         return logits
 
 
-def test_each_part_alone_is_averaged_with_the_image_by_name():
+def beak_and_tail_shares(image_logits: torch.Tensor) -> dict:
+    """The shares of one image of label 1 whose beak region's logits say
+    class 1 and whose tail region's say class 2 (:class:`_OneHotBoxes`)."""
     tally = box_probe.Tally()
     regions = np.array([[1.0, 0.0, 5.0, 4.0], [2.0, 0.0, 6.0, 4.0]])  # class 1, class 2
-    image_logits = torch.tensor([1.0, 0.0, 0.0])
     box_probe.tally_image(tally, _OneHotBoxes(), torch.zeros(1, 4, 2, 2), image_logits,
                           label=1, regions=regions, proposals=None, img_shape=(8, 8),
                           generator=torch.Generator().manual_seed(0),
                           region_names=['beak', 'tail'])
-    shares = tally.shares()
+    return tally.shares()
+
+
+def test_each_part_alone_is_averaged_with_the_image_by_name():
+    shares = beak_and_tail_shares(torch.tensor([1.0, 0.0, 0.0]))
     # beak: (image + [0, 3, 0]) / 2 picks class 1, right; tail picks class 2.
     assert shares['part_alone.beak'] == 100.0 and shares['part_alone.tail'] == 0.0
     # Both regions with the image: [1, 3, 3] / 3, a tie that argmax gives to class 1.
@@ -170,15 +175,8 @@ def test_each_part_alone_is_averaged_with_the_image_by_name():
 
 
 def test_each_part_region_is_also_classified_alone_without_the_image():
-    tally = box_probe.Tally()
-    regions = np.array([[1.0, 0.0, 5.0, 4.0], [2.0, 0.0, 6.0, 4.0]])  # class 1, class 2
     # The image alone says class 0, strongly enough to outvote one region.
-    image_logits = torch.tensor([5.0, 0.0, 0.0])
-    box_probe.tally_image(tally, _OneHotBoxes(), torch.zeros(1, 4, 2, 2), image_logits,
-                          label=1, regions=regions, proposals=None, img_shape=(8, 8),
-                          generator=torch.Generator().manual_seed(0),
-                          region_names=['beak', 'tail'])
-    shares = tally.shares()
+    shares = beak_and_tail_shares(torch.tensor([5.0, 0.0, 0.0]))
     # Pooled alone the beak region's [0, 3, 0] picks the label; the tail's does not.
     assert shares['part_pooled.beak'] == 100.0 and shares['part_pooled.tail'] == 0.0
     # With the image, (5 + 0) / 2 > 3 / 2: class 0 wins, wrong for both.

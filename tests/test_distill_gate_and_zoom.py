@@ -59,19 +59,23 @@ def test_distill_gate_keeps_the_samples_the_teacher_gets_right_or_better():
         distill_gate(student, teacher, labels, 'confident')
 
 
-def test_gated_distillation_losses_act_only_on_kept_samples():
-    model = build(distill=dict(student_channels=128, teacher_channels=128,
-                               gate='teacher_correct'))
-    data = batch()
-    # A teacher that is wrong on every image: nothing is distilled.
-    # The teacher's logits are its head's bias: class 2, while the labels of
-    # the two images are 0 and 1.
+def model_with_a_wrong_teacher(gate: str):
+    """A model distilled with ``gate`` whose teacher is wrong on every image
+    of :func:`batch` (its logits are its head's bias: class 2, while the
+    labels are 0 and 1), after one loss step that distils nothing."""
+    model = build(distill=dict(student_channels=128, teacher_channels=128, gate=gate))
     with torch.no_grad():
         model.teacher.head.fc.weight.zero_()
         model.teacher.head.fc.bias.copy_(torch.tensor([-10.0, -10.0, 10.0, -10.0]))
-    losses = model(**data, mode='loss')
+    losses = model(**batch(), mode='loss')
     assert losses['distill_kept'].item() == 0.0
     assert losses['loss_soft'].item() == 0.0 and losses['loss_hint'].item() == 0.0
+    return model
+
+
+def test_gated_distillation_losses_act_only_on_kept_samples():
+    model = model_with_a_wrong_teacher('teacher_correct')
+    data = batch()
     # The same teacher always right for image 0 (label 0) keeps half the batch.
     with torch.no_grad():
         model.teacher.head.fc.bias.copy_(torch.tensor([10.0, -10.0, -10.0, -10.0]))
@@ -106,16 +110,8 @@ def test_teacher_ahead_gate_follows_the_running_means_of_the_true_class_probabil
 
 
 def test_teacher_ahead_gate_distils_nothing_from_a_teacher_behind_the_student():
-    model = build(distill=dict(student_channels=128, teacher_channels=128,
-                               gate='teacher_ahead'))
+    model = model_with_a_wrong_teacher('teacher_ahead')
     data = batch()
-    # A teacher that is wrong on every image (class 2; the labels are 0 and 1).
-    with torch.no_grad():
-        model.teacher.head.fc.weight.zero_()
-        model.teacher.head.fc.bias.copy_(torch.tensor([-10.0, -10.0, 10.0, -10.0]))
-    losses = model(**data, mode='loss')
-    assert losses['distill_kept'].item() == 0.0
-    assert losses['loss_soft'].item() == 0.0 and losses['loss_hint'].item() == 0.0
     teacher_mean, student_mean = model.distill_true_prob.tolist()
     assert teacher_mean < 1e-8 < student_mean
     # A teacher giving both labels p = 0.5, after running means of (0.1, 0):
