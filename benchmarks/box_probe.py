@@ -30,6 +30,14 @@ part (its centre in a part region, as the hit rate counts). ``part_alone.<part>`
 is ``with_image`` for that one ground-truth region alone: what pooling at
 that part, and no other, would give this model.
 
+For a model with a location heatmap it also measures its object mask
+against the object's box (``bounding_boxes.txt``), over the mask's grid
+cells: ``object_mask.area`` (share of the image's cells in the mask),
+``object_mask.precision`` (share of the mask's cells whose centre lies in
+the object's box), ``object_mask.recall`` (share of the box's cells in the
+mask) and ``object_mask.parts_in`` (share of part regions whose centre cell
+is in the mask).
+
 ``parts`` far above ``parts_random`` says the features where the parts are
 carry the class better than features elsewhere: pooling there can help, and
 proposals that hit more parts would help more. ``parts`` near
@@ -57,6 +65,7 @@ from benchmarks.common import (  # noqa: E402
     check_out_path,
     load_trained_model,
     read_image_ids,
+    read_object_boxes,
     read_part_box_rows,
     write_json,
 )
@@ -117,12 +126,12 @@ class BoxClassifier:
 
     def forward(self, inputs):
         """(B, C, h, w) last stage, (B, K) image logits, (B, N, 4) proposals
-        or None."""
+        or None, (B, 1, h', w') bool object mask or None."""
         if self.is_daf:
             student = self.model.run_student(inputs)
-            return student.feats[-1], student.logits, student.boxes
+            return student.feats[-1], student.logits, student.boxes, student.object_mask
         feat = self.model.backbone(inputs)[-1]
-        return feat, self.model.head((feat.mean(dim=(2, 3)), )), None
+        return feat, self.model.head((feat.mean(dim=(2, 3)), )), None, None
 
     def box_logits(self, feat, boxes, img_shape):
         """(B, M, K) head logits of ``feat`` pooled in the (B, M, 4) boxes."""
@@ -163,6 +172,38 @@ def parts_hit(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> int:
     from mmdaf.evaluation.part_hit_rate import boxes_containing_points
     centres = (boxes_xyxy[:, :2] + boxes_xyxy[:, 2:]) / 2
     return int(boxes_containing_points(regions_xyxy, centres).sum())
+
+
+def cell_centres(grid_shape: Sequence[int], img_shape: Sequence[int]) -> np.ndarray:
+    """(h * w, 2) xy input-pixel centres of an h x w grid's cells, row-major."""
+    height, width = grid_shape
+    ys = (np.arange(height) + 0.5) * img_shape[0] / height
+    xs = (np.arange(width) + 0.5) * img_shape[1] / width
+    grid_y, grid_x = np.meshgrid(ys, xs, indexing='ij')
+    return np.stack([grid_x.ravel(), grid_y.ravel()], axis=1)
+
+
+def tally_object_mask(tally: Tally, mask: np.ndarray, object_box: np.ndarray,
+                      regions: np.ndarray, img_shape: Sequence[int]) -> None:
+    """Add one image's object mask against its object box and parts.
+
+    Args:
+        mask (np.ndarray): (h, w) bool object mask.
+        object_box (np.ndarray): (4, ) xyxy object box, input pixels.
+        regions (np.ndarray): (P, 4) xyxy part regions.
+        img_shape (tuple): (H, W) of the input.
+    """
+    centres = cell_centres(mask.shape, img_shape)
+    in_mask = mask.ravel()
+    in_box = ((centres >= object_box[:2]) & (centres <= object_box[2:])).all(axis=1)
+    tally.add('object_mask.area', in_mask)
+    tally.add('object_mask.precision', in_box[in_mask])
+    tally.add('object_mask.recall', in_mask[in_box])
+    part_centres = (regions[:, :2] + regions[:, 2:]) / 2
+    cell_h, cell_w = img_shape[0] / mask.shape[0], img_shape[1] / mask.shape[1]
+    rows = np.clip((part_centres[:, 1] // cell_h).astype(int), 0, mask.shape[0] - 1)
+    cols = np.clip((part_centres[:, 0] // cell_w).astype(int), 0, mask.shape[1] - 1)
+    tally.add('object_mask.parts_in', mask[rows, cols])
 
 
 def tally_boxes(tally: Tally, kind: str, box_logits, image_logits, label: int) -> None:
@@ -271,6 +312,7 @@ def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
     rows = read_part_box_rows(data_root)
     regions = {image_id: np.array([box for _, box in parts])
                for image_id, parts in rows.items()}
+    object_boxes = read_object_boxes(data_root)
     images_dir = osp.join(data_root, 'images')
     generator = torch.Generator().manual_seed(seed)
     with_windows = probe.is_daf and window > 0
@@ -283,7 +325,7 @@ def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
             data = model.data_preprocessor(data, False)
             inputs, samples = data['inputs'], data['data_samples']
             img_shape = tuple(inputs.shape[-2:])
-            feat, image_logits, proposals = probe.forward(inputs)
+            feat, image_logits, proposals, object_mask = probe.forward(inputs)
             if with_windows:
                 batch_ids = [image_ids[osp.relpath(s.img_path, images_dir)]
                              for s in samples]
@@ -303,6 +345,9 @@ def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
                             int(sample.gt_label), regions[image_id], image_proposals,
                             img_shape, generator,
                             [part_names[p] for p in part_ids[image_id]])
+                if object_mask is not None:
+                    tally_object_mask(tally, object_mask[i, 0].numpy(),
+                                      object_boxes[image_id], regions[image_id], img_shape)
     return tally.shares()
 
 
@@ -339,6 +384,10 @@ def print_summary(summary: Dict[str, List[float]], num_runs: int) -> None:
     if windows:
         print('  student on the part windows: ' + ', '.join(
             f'{name[len("window."):]} {summary[name][0]:.1f}' for name in windows))
+    mask = [name for name in summary if name.startswith('object_mask.')]
+    if mask:
+        print('  object mask (% of cells): ' + ', '.join(
+            f'{name[len("object_mask."):]} {summary[name][0]:.1f}' for name in mask))
     for name in ('proposals.parts_hit', 'proposals_random.parts_hit'):
         if name in summary:
             print(f'  {name} (different parts per image): '

@@ -162,6 +162,22 @@ def read_part_boxes(data_root: str) -> Dict[int, np.ndarray]:
             for image_id, parts in read_part_box_rows(data_root).items()}
 
 
+def read_object_boxes(data_root: str) -> Dict[int, np.ndarray]:
+    """image id -> (4, ) xyxy object box from ``bounding_boxes.txt``
+    (``<image_id> <x> <y> <width> <height>``, the CUB layout)."""
+    path = osp.join(data_root, 'bounding_boxes.txt')
+    boxes = {}
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            fields = line.split()
+            if len(fields) != 5:
+                raise ValueError(f'{path}:{line_no}: expected <image_id> <x> <y> '
+                                 f'<width> <height>, got {line.strip()!r}')
+            x, y, width, height = map(float, fields[1:])
+            boxes[int(fields[0])] = np.array([x, y, x + width, y + height])
+    return boxes
+
+
 def read_image_ids(data_root: str) -> Dict[str, int]:
     """relative image path -> image id from ``images.txt``."""
     ids = {}

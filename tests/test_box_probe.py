@@ -122,6 +122,11 @@ def test_probe_agrees_with_the_models_own_student_predictions(tmp_path, tiny_cub
     assert all(round(v * num_images / 100, 6).is_integer()
                for k, v in shares.items() if k.endswith(('.mean', '.with_image')))
     assert 0 <= shares['proposals.parts_hit'] <= 3
+    # The heatmap's object mask: 8 images x 64 cells of the 8 x 8 grid.
+    assert {k for k in shares if k.startswith('object_mask.')} == {
+        'object_mask.area', 'object_mask.precision', 'object_mask.recall',
+        'object_mask.parts_in'}
+    assert round(shares['object_mask.area'] * num_images * 64 / 100, 6).is_integer()
     # The config ranks by 24 px windows: one window share per part, and the
     # random windows'; 8 images x 5 parts of the synthetic generator.
     names = box_probe.read_part_names(tiny_cub_root)
@@ -181,3 +186,37 @@ def test_each_part_region_is_also_classified_alone_without_the_image():
     assert shares['part_pooled.beak'] == 100.0 and shares['part_pooled.tail'] == 0.0
     # With the image, (5 + 0) / 2 > 3 / 2: class 0 wins, wrong for both.
     assert shares['part_alone.beak'] == 0.0 and shares['part_alone.tail'] == 0.0
+
+
+def test_object_mask_against_the_object_box_and_the_parts():
+    # 4 x 4 grid on a 32 px image: cell centres at 4, 12, 20, 28 px.
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[0, 0:2] = True  # centres (4, 4), (12, 4)
+    mask[3, 3] = True  # centre (28, 28), off the object
+    object_box = np.array([0.0, 0.0, 16.0, 16.0])  # holds the top-left 2 x 2 cells
+    # Part centres (6, 6) in cell (0, 0), in the mask; (12, 12) in cell
+    # (1, 1), not in the mask.
+    regions = np.array([[4.0, 4.0, 8.0, 8.0], [10.0, 10.0, 14.0, 14.0]])
+    tally = box_probe.Tally()
+    box_probe.tally_object_mask(tally, mask, object_box, regions, (32, 32))
+    shares = tally.shares()
+    assert shares['object_mask.area'] == pytest.approx(100 * 3 / 16)
+    assert shares['object_mask.precision'] == pytest.approx(100 * 2 / 3)
+    assert shares['object_mask.recall'] == pytest.approx(100 * 2 / 4)
+    assert shares['object_mask.parts_in'] == 50.0
+
+
+def test_cell_centres_are_row_major_xy():
+    centres = box_probe.cell_centres((2, 3), (16, 24))
+    np.testing.assert_allclose(centres, [[4, 4], [12, 4], [20, 4],
+                                         [4, 12], [12, 12], [20, 12]])
+
+
+def test_read_object_boxes_converts_xywh_and_names_the_bad_line(tmp_path):
+    from benchmarks.common import read_object_boxes
+    (tmp_path / 'bounding_boxes.txt').write_text('1 2.0 3.0 10.0 20.0\n2 1 1 1\n')
+    with pytest.raises(ValueError, match=r'bounding_boxes.txt:2: expected <image_id> '):
+        read_object_boxes(str(tmp_path))
+    (tmp_path / 'bounding_boxes.txt').write_text('1 2.0 3.0 10.0 20.0\n')
+    boxes = read_object_boxes(str(tmp_path))
+    np.testing.assert_allclose(boxes[1], [2.0, 3.0, 12.0, 23.0])

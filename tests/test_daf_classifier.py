@@ -931,6 +931,43 @@ def test_object_part_pool_needs_the_heatmap_but_not_the_sppn():
                                                                     'loss_part_pool'}
 
 
+def test_proposals_and_object_pool_is_the_top_m_boxes_then_the_object_mask():
+    from mmdaf.models.utils.box_pooling import box_pooled_features, mask_pooled_features
+    model = build(teacher=None, distill=None, fusion_head=None,
+                  part_pool=dict(boxes='proposals_and_object', top_m=2,
+                                 loss_weight=0.5)).eval()
+    data = batch(batch_size=2)
+    with torch.no_grad():
+        logits, _ = model.predict_logits(data['inputs'])
+        student = model.run_student(data['inputs'])
+        pooled = model.part_pool_logits(student, (SIZE, SIZE))
+        losses = model.loss(data['inputs'], data['data_samples'])
+    assert pooled.shape == (2, 3, NUM_CLASSES)
+    feat = student.feats[-1]
+    boxes = box_pooled_features(feat, student.boxes[:, :2], (SIZE, SIZE))
+    expected_boxes = model.head((boxes.flatten(0, 1), )).view(2, 2, NUM_CLASSES)
+    expected_object = model.head((mask_pooled_features(feat, student.object_mask), ))
+    torch.testing.assert_close(pooled[:, :2], expected_boxes)
+    torch.testing.assert_close(pooled[:, 2], expected_object)
+    # The prediction: the mean of the image's logits and the three pooled ones.
+    expected_prediction = (student.logits + expected_boxes.sum(1) + expected_object) / 4
+    torch.testing.assert_close(logits, expected_prediction)
+    # One cross entropy over the 2 x 3 pooled logits, labels 0 and 1.
+    expected_ce = torch.nn.functional.cross_entropy(
+        pooled.flatten(0, 1), torch.tensor([0, 0, 0, 1, 1, 1]))
+    torch.testing.assert_close(losses['loss_part_pool'], 0.5 * expected_ce)
+
+
+def test_proposals_and_object_pool_needs_the_heatmap_and_the_sppn():
+    both = dict(part_pool=dict(boxes='proposals_and_object'))
+    with pytest.raises(ValueError, match="part_pool.boxes='proposals_and_object' pools over "
+                       "the location heatmap's object mask; location_heatmap is None"):
+        build(location_heatmap=None, teacher=None, distill=None, fusion_head=None, **both)
+    with pytest.raises(ValueError, match=r'part_pool needs the SPPN \(sppn_head=None\)'):
+        build(sppn_neck=None, sppn_head=None, teacher=None, distill=None,
+              fusion_head=None, **both)
+
+
 def test_fusion_is_trained_on_the_student_prediction_it_gets_at_test_time():
     model = build(**OBJECT_POOL)
     data = batch(batch_size=2)

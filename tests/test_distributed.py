@@ -35,25 +35,41 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# What torchrun or gloo print when the port they were given was taken between
+# free_port() closing its socket and the launcher binding it: a race of the
+# test harness, not of the code under test, so the command gets one more try.
+PORT_TAKEN = ('Address already in use', 'EADDRINUSE')
+
+
+def start_tool(command: List[str]) -> subprocess.Popen:
+    # CPU processes even where a GPU is visible: that path is under test.
+    env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable,
+               CUDA_VISIBLE_DEVICES='')
+    return subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def finish_tool(process: subprocess.Popen, others: List[subprocess.Popen]) -> str:
+    try:
+        output, _ = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        for other in others:
+            other.kill()
+        raise
+    return output
+
+
 def run_tools(*commands: List[str]) -> List[str]:
     """Run tools side by side from the repository root (each on its own free
-    port); return each one's stdout + stderr."""
-    processes = []
-    for command in commands:
-        # CPU processes even where a GPU is visible: that path is under test.
-        env = dict(os.environ, PORT=str(free_port()), PYTHON=sys.executable,
-                   CUDA_VISIBLE_DEVICES='')
-        processes.append(subprocess.Popen(
-            command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, text=True))
+    port); return each one's stdout + stderr. A command that failed only
+    because its port was taken is run once more on another port."""
+    processes = [start_tool(command) for command in commands]
     outputs = []
-    for process in processes:
-        try:
-            output, _ = process.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            for other in processes:
-                other.kill()
-            raise
+    for command, process in zip(commands, processes):
+        output = finish_tool(process, processes)
+        if process.returncode != 0 and any(text in output for text in PORT_TAKEN):
+            process = start_tool(command)
+            output = finish_tool(process, [process])
         assert process.returncode == 0, output[-4000:]
         outputs.append(output)
     return outputs

@@ -80,6 +80,8 @@ def main() -> None:
     metrics = runner.test()
     if runner.rank == 0:
         print(json.dumps({k: round(float(v), 4) for k, v in metrics.items()}))
+    # Its DDP wrapper holds the process group (see close_distributed).
+    del runner
     close_distributed()
 
 

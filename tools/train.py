@@ -134,7 +134,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
     if args.trust_checkpoint:
         register_checkpoint_loader(trust_checkpoint=True)
-    build_runner(load_config(args)).train()
+    runner = build_runner(load_config(args))
+    runner.train()
+    # Its DDP wrapper holds the process group (see close_distributed).
+    del runner
     close_distributed()
 
 

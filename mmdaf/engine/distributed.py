@@ -17,6 +17,7 @@ mmengine 0.10.7 assumes a GPU per process in two places: its launchers call
 On a machine with CUDA it changes nothing, so mmengine's usual NCCL path runs.
 """
 import datetime
+import gc
 import os
 import subprocess
 from typing import Optional
@@ -192,7 +193,16 @@ def close_distributed() -> None:
     its connections while its peer still waited on the last collective (the
     final validation's gather) made the peer abort the same way. Does nothing
     outside a distributed run.
+
+    ``destroy_process_group`` only drops torch's own references to the
+    group; a DDP wrapper's reducer holds another, and a group that outlives
+    the call is torn down with the interpreter all the same (one finished
+    ``dist_test.sh`` rank still aborted so). So drop the Runner first (the
+    tools ``del`` theirs) and this collects the garbage before the
+    destroy: the group then goes while the interpreter is alive.
     """
     if torch_dist.is_available() and torch_dist.is_initialized():
+        gc.collect()
         torch_dist.barrier()
         torch_dist.destroy_process_group()
+        gc.collect()

@@ -29,7 +29,10 @@ DISTILL_GATES = ('all', 'teacher_correct', 'teacher_better', 'teacher_ahead')
 PROPOSAL_RANK_CE = ('part_image', 'window')
 RANK_TARGETS = ('part_images', 'clean_features', 'occlusion', 'consistency')
 RANK_CONTEXTS = ('none', 'image')
-PART_POOL_BOXES = ('proposals', 'random', 'ground_truth', 'object')
+PART_POOL_BOXES = ('proposals', 'random', 'ground_truth', 'object',
+                   'proposals_and_object')
+# part_pool.boxes values that read the location heatmap's object mask.
+OBJECT_POOL_BOXES = ('object', 'proposals_and_object')
 TEACHER_MASK_BOXES = ('proposals', 'ground_truth')
 
 
@@ -412,7 +415,9 @@ class DAFClassifier(BaseClassifier):
             over the location heatmap's object mask instead (``top_m``
             unused; needs ``location_heatmap``): the control for whether
             the proposals add anything to the object region the heatmap
-            already finds. ``warmup=True`` scales
+            already finds. ``boxes='proposals_and_object'`` pools at both,
+            the top-M proposals and the object mask (M + 1 logits; needs
+            the SPPN and ``location_heatmap``). ``warmup=True`` scales
             ``loss_part_pool`` by ``part_loss_scale`` like the part losses
             (``PartLossWarmupHook``): no pooled loss while the proposals are
             still untrained. ``samples=True`` (needs an SPPN with
@@ -608,9 +613,10 @@ class DAFClassifier(BaseClassifier):
             if self.part_pool['boxes'] not in PART_POOL_BOXES:
                 raise ValueError(f'DAFClassifier: part_pool.boxes must be one of '
                                  f'{PART_POOL_BOXES}, got {self.part_pool["boxes"]!r}')
-            if self.part_pool['boxes'] == 'object' and location_heatmap is None:
-                raise ValueError("DAFClassifier: part_pool.boxes='object' pools over the "
-                                 "location heatmap's object mask; location_heatmap is None")
+            if self.part_pool['boxes'] in OBJECT_POOL_BOXES and location_heatmap is None:
+                raise ValueError(f"DAFClassifier: part_pool.boxes="
+                                 f"{self.part_pool['boxes']!r} pools over the location "
+                                 "heatmap's object mask; location_heatmap is None")
             if self.part_pool['top_m'] < 1:
                 raise ValueError('DAFClassifier: part_pool.top_m must be >= 1, got '
                                  f'{self.part_pool["top_m"]}')
@@ -903,20 +909,36 @@ class DAFClassifier(BaseClassifier):
 
         Returns:
             Tensor: (B, M, K) logits (M = P with ``'ground_truth'``, 1 with
-            ``'object'``); the gradient reaches the backbone through the
+            ``'object'``, top-M + 1 with ``'proposals_and_object'``, the
+            object last); the gradient reaches the backbone through the
             pooled cells, not the boxes or the mask.
         """
         if self.part_pool['boxes'] == 'object':
-            pooled = mask_pooled_features(student.feats[-1], student.object_mask.detach())
-            return self.head((pooled, ))[:, None]
+            return self.object_logits(student)
+        if self.part_pool['boxes'] == 'proposals_and_object':
+            return torch.cat([self.proposal_logits(student, img_shape),
+                              self.object_logits(student)], dim=1)
         if self.part_pool['boxes'] == 'ground_truth':
             feat = student.feats[-1]
             boxes = ground_truth_part_boxes(data_samples, feat.device, feat.dtype)
             return self.box_logits(feat, boxes, img_shape)
+        return self.proposal_logits(student, img_shape,
+                                    at_random=self.part_pool['boxes'] == 'random')
+
+    def object_logits(self, student: StudentOutput) -> Tensor:
+        """(B, 1, K) student head logits on the last stage pooled over the
+        location heatmap's object mask (the mask detached)."""
+        pooled = mask_pooled_features(student.feats[-1], student.object_mask.detach())
+        return self.head((pooled, ))[:, None]
+
+    def proposal_logits(self, student: StudentOutput, img_shape: Tuple[int, int],
+                        at_random: bool = False) -> Tensor:
+        """(B, M, K) student head logits on the last stage pooled in the
+        top-M proposals (detached); ``at_random`` moves them to random
+        positions first, the same draw in every eval-mode call."""
         top_m = min(self.part_pool['top_m'], student.boxes.shape[1])
         boxes = student.boxes[:, :top_m].detach()
-        if self.part_pool['boxes'] == 'random':
-            # A fixed draw in eval mode, so that a prediction is repeatable.
+        if at_random:
             generator = None
             if not self.training:
                 generator = torch.Generator(device=boxes.device).manual_seed(0)
