@@ -88,6 +88,7 @@ from benchmarks.learning_presets import (  # noqa: E402
     config_path,
     ensure_pretrained,
     prepare_data,
+    pretrained_checkpoint_hashes,
 )
 from benchmarks.learning_report import format_run, format_summary  # noqa: E402
 from benchmarks.learning_runs import train_and_evaluate  # noqa: E402
@@ -199,6 +200,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                       part_scale=args.part_scale, clutter=args.clutter,
                       cfg_options=args.cfg_options,
                       pretrained=not args.no_pretrain,
+                      pretrained_sha256=({} if args.no_pretrain else
+                                         pretrained_checkpoint_hashes(args.configs)),
                       train_per_class=args.train_per_class,
                       test_per_class=args.test_per_class,
                       random_draws=args.random_draws, jobs=args.jobs,
@@ -213,6 +216,8 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.curves:
         result['epoch_curves'] = mean_curves(records, args.configs)
     print(format_summary(result))
+    for checkpoint, sha256 in result['settings']['pretrained_sha256'].items():
+        print(f'pretrained checkpoint {checkpoint}: sha256 {sha256}')
     if args.out:
         write_json(result, args.out)
     return result

@@ -3,13 +3,15 @@
 :data:`CONFIGS` names the rows (a Table 3 row, a control or a ConvNeXt twin) by
 their config, :data:`PRESETS` the settings of the synthetic generator.
 :func:`prepare_data` writes a preset's set once, :func:`ensure_pretrained`
-makes the generic pretrained checkpoints the rows start from.
+makes the generic pretrained checkpoints the rows start from, and
+:func:`pretrained_checkpoint_hashes` says which bytes they were.
 """
 import argparse
+import hashlib
 import os.path as osp
 import subprocess
 import sys
-from typing import Sequence
+from typing import Dict, Optional, Sequence
 
 from benchmarks.common import REPO_ROOT
 
@@ -107,6 +109,37 @@ def prepare_data(args: argparse.Namespace) -> str:
         print(f"wrote {info['num_images']} images to {data_root} in "
               f"{info['elapsed_s']:.1f} s", flush=True)
     return data_root
+
+
+def pretrained_checkpoint_hashes(config_names: Sequence[str]) -> Dict[str, Optional[str]]:
+    """Local ``Pretrained`` checkpoint of the rows -> SHA-256 of its file.
+
+    Each machine makes its generic pretrained checkpoint itself, and on
+    another machine the same config and seed gave other weights and moved
+    every learning row by 1-8 points: two tables compare only if their
+    hashes match. Paths are relative to the repository root, as in the
+    configs; a file that is not there maps to None, a URL is left out.
+    """
+    from mmengine.config import Config
+
+    from mmdaf.utils.pretrained import pretrained_init_cfgs
+    hashes: Dict[str, Optional[str]] = {}
+    for name in config_names:
+        for _, init_cfg in pretrained_init_cfgs(Config.fromfile(config_path(name)).model):
+            checkpoint = init_cfg.get('checkpoint')
+            if not isinstance(checkpoint, str) or '://' in checkpoint or checkpoint in hashes:
+                continue
+            path = osp.join(REPO_ROOT, checkpoint)
+            hashes[checkpoint] = _sha256(path) if osp.isfile(path) else None
+    return hashes
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def ensure_pretrained(config_names: Sequence[str] = ('baseline', )) -> None:

@@ -545,6 +545,24 @@ def test_each_row_gets_its_own_generic_pretraining_and_ensemble_row(monkeypatch)
     assert learning_tables.ensemble_row_name('convnext_daf') is None
 
 
+def test_pretrained_checkpoints_are_hashed_once_missing_ones_are_none(tmp_path, monkeypatch):
+    import hashlib
+    (tmp_path / 'ckpt').mkdir()
+    (tmp_path / 'ckpt' / 'a.pth').write_bytes(b'weights')
+    config = tmp_path / 'two_backbones.py'
+    config.write_text(
+        "model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='ckpt/a.pth')),\n"
+        "             teacher=dict(backbone=dict(init_cfg=dict(\n"
+        "                 type='Pretrained', checkpoint='ckpt/a.pth'))),\n"
+        "             extra=[dict(init_cfg=dict(type='Pretrained', checkpoint='ckpt/gone.pth')),\n"
+        "                    dict(init_cfg=dict(type='Pretrained',\n"
+        "                                       checkpoint='https://example.org/b.pth'))])\n")
+    monkeypatch.setattr(learning_presets, 'REPO_ROOT', str(tmp_path))
+    hashes = learning_presets.pretrained_checkpoint_hashes([str(config)])
+    assert hashes == {'ckpt/a.pth': hashlib.sha256(b'weights').hexdigest(),
+                      'ckpt/gone.pth': None}
+
+
 def test_a_run_folder_stays_inside_the_work_dir():
     assert learning_runs.run_dir('wd', 'daf', 2) == osp.join('wd', 'daf_seed2')
     assert learning_runs.run_dir('wd', 'work_dirs/exp/x.py', 0) == osp.join(

@@ -900,15 +900,24 @@ def test_consistency_targets_are_the_negative_cross_image_similarity_on_c3():
 OBJECT_POOL = dict(part_pool=dict(boxes='object', loss_weight=0.5))
 
 
-def test_object_part_pool_is_the_head_on_the_last_stage_over_the_object_mask():
-    from mmdaf.models.utils.box_pooling import mask_pooled_features
-    model = build(teacher=None, distill=None, fusion_head=None, **OBJECT_POOL).eval()
+def pooled_student(part_pool: dict):
+    """A student-only model with ``part_pool`` in eval mode, on a batch of
+    2 (labels 0 and 1): its prediction, student pass, pooled logits and
+    losses."""
+    model = build(teacher=None, distill=None, fusion_head=None,
+                  part_pool=part_pool).eval()
     data = batch(batch_size=2)
     with torch.no_grad():
         logits, _ = model.predict_logits(data['inputs'])
         student = model.run_student(data['inputs'])
         pooled = model.part_pool_logits(student, (SIZE, SIZE))
         losses = model.loss(data['inputs'], data['data_samples'])
+    return model, logits, student, pooled, losses
+
+
+def test_object_part_pool_is_the_head_on_the_last_stage_over_the_object_mask():
+    from mmdaf.models.utils.box_pooling import mask_pooled_features
+    model, logits, student, pooled, losses = pooled_student(OBJECT_POOL['part_pool'])
     assert pooled.shape == (2, 1, NUM_CLASSES)
     # The heatmap's mask is at stride 8, the last stage at 16: area weights.
     assert student.object_mask.shape[-2:] == (8, 8)
@@ -933,15 +942,8 @@ def test_object_part_pool_needs_the_heatmap_but_not_the_sppn():
 
 def test_proposals_and_object_pool_is_the_top_m_boxes_then_the_object_mask():
     from mmdaf.models.utils.box_pooling import box_pooled_features, mask_pooled_features
-    model = build(teacher=None, distill=None, fusion_head=None,
-                  part_pool=dict(boxes='proposals_and_object', top_m=2,
-                                 loss_weight=0.5)).eval()
-    data = batch(batch_size=2)
-    with torch.no_grad():
-        logits, _ = model.predict_logits(data['inputs'])
-        student = model.run_student(data['inputs'])
-        pooled = model.part_pool_logits(student, (SIZE, SIZE))
-        losses = model.loss(data['inputs'], data['data_samples'])
+    model, logits, student, pooled, losses = pooled_student(
+        dict(boxes='proposals_and_object', top_m=2, loss_weight=0.5))
     assert pooled.shape == (2, 3, NUM_CLASSES)
     feat = student.feats[-1]
     boxes = box_pooled_features(feat, student.boxes[:, :2], (SIZE, SIZE))
