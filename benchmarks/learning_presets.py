@@ -11,7 +11,7 @@ import hashlib
 import os.path as osp
 import subprocess
 import sys
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 from benchmarks.common import REPO_ROOT
 
@@ -111,6 +111,20 @@ def prepare_data(args: argparse.Namespace) -> str:
     return data_root
 
 
+def pretrained_checkpoints(config_names: Sequence[str]) -> List[str]:
+    """The ``checkpoint`` of every ``Pretrained`` init_cfg of the rows' model
+    configs, each once, in order."""
+    from mmengine.config import Config
+
+    from mmdaf.utils.pretrained import pretrained_init_cfgs
+    checkpoints = []
+    for name in config_names:
+        for _, init_cfg in pretrained_init_cfgs(Config.fromfile(config_path(name)).model):
+            if init_cfg.get('checkpoint') not in checkpoints:
+                checkpoints.append(init_cfg.get('checkpoint'))
+    return checkpoints
+
+
 def pretrained_checkpoint_hashes(config_names: Sequence[str]) -> Dict[str, Optional[str]]:
     """Local ``Pretrained`` checkpoint of the rows -> SHA-256 of its file.
 
@@ -120,17 +134,12 @@ def pretrained_checkpoint_hashes(config_names: Sequence[str]) -> Dict[str, Optio
     hashes match. Paths are relative to the repository root, as in the
     configs; a file that is not there maps to None, a URL is left out.
     """
-    from mmengine.config import Config
-
-    from mmdaf.utils.pretrained import pretrained_init_cfgs
     hashes: Dict[str, Optional[str]] = {}
-    for name in config_names:
-        for _, init_cfg in pretrained_init_cfgs(Config.fromfile(config_path(name)).model):
-            checkpoint = init_cfg.get('checkpoint')
-            if not isinstance(checkpoint, str) or '://' in checkpoint or checkpoint in hashes:
-                continue
-            path = osp.join(REPO_ROOT, checkpoint)
-            hashes[checkpoint] = _sha256(path) if osp.isfile(path) else None
+    for checkpoint in pretrained_checkpoints(config_names):
+        if not isinstance(checkpoint, str) or '://' in checkpoint:
+            continue
+        path = osp.join(REPO_ROOT, checkpoint)
+        hashes[checkpoint] = _sha256(path) if osp.isfile(path) else None
     return hashes
 
 
@@ -145,15 +154,11 @@ def _sha256(path: str) -> str:
 def ensure_pretrained(config_names: Sequence[str] = ('baseline', )) -> None:
     """Make the generic pretrained checkpoints the rows start from, unless
     cached (each by its pretraining config, in its own work dir)."""
-    from mmengine.config import Config
-
-    from mmdaf.utils.pretrained import pretrained_init_cfgs
     needed = []
-    for name in config_names:
-        for _, init_cfg in pretrained_init_cfgs(Config.fromfile(config_path(name)).model):
-            pretrain_config = PRETRAIN_CONFIGS.get(init_cfg['checkpoint'])
-            if pretrain_config and pretrain_config not in needed:
-                needed.append(pretrain_config)
+    for checkpoint in pretrained_checkpoints(config_names):
+        pretrain_config = PRETRAIN_CONFIGS.get(checkpoint)
+        if pretrain_config and pretrain_config not in needed:
+            needed.append(pretrain_config)
     for pretrain_config in needed:
         work_dir = osp.join('work_dirs', 'pretrain_synthetic')
         if 'r18-w32' not in pretrain_config:
