@@ -2,10 +2,11 @@
 
 For every anchor of the first ``--max-images`` test images of a synthetic set
 (fixed anchors, ``SPPNHead(regress_boxes=False)``), the script builds the
-anchor's single-box part image (the box sharp, the rest blurred), takes the
-student's ground-truth cross entropy on it -- the quantity the ranking loss
-orders -- and the SPPN's score of the anchor. Per anchor shape (level, ratio,
-scale) it prints:
+anchor's single-box part image (the box sharp, the rest blurred; cut to the
+S x S window around the box under ``rank_target=dict(type='WindowRankTarget',
+crop=S)``), takes the student's ground-truth cross entropy on it -- the
+quantity the ranking loss orders -- and the SPPN's score of the anchor. Per
+anchor shape (level, ratio, scale) it prints:
 
 - ``random``: the share of anchors of that shape that contain the centre of a
   part region (``parts/part_boxes.txt``): the chance level of a box that size;
@@ -23,13 +24,14 @@ It also prints ``score_tower_active``, the share of the score tower's final
 ReLU outputs above zero over all anchors and images: 0 means a dead tower
 whose scores are its score conv's biases.
 
-With ranked windows (``single_box_crop`` S > 0) it also compares the two
-kinds of cross entropy the ranking loss can order, for the SPPN's 4 proposals
-and ``--samples`` random candidate anchors per image: their means on whole
-single-box part images and on S x S windows, and how often a proposal has the
-lower cross entropy than a sample when both are whole images, both windows,
-or ``mixed`` (proposals whole, samples windows; ``proposal_rank_ce=
-'part_image'``).
+With ranked windows (``WindowRankTarget``, ``rank_target.crop`` S) it also
+compares the two kinds of cross entropy the ranking loss can order, for the
+SPPN's 4 proposals and ``--samples`` random candidate anchors per image: their
+means on whole single-box part images and on S x S windows, and how often a
+proposal has the lower cross entropy than a sample when both are whole
+images, both windows (what ``WindowRankTarget`` orders), or ``mixed``
+(proposals whole, samples windows: the removed ``proposal_rank_ce=
+'part_image'`` with ``single_box_crop``, docs/benchmarks_history.md).
 
 ``oracle4`` far above ``random`` says the ranking target carries where the
 parts are; ``sppn4`` near ``oracle4`` says the SPPN learned it. Usage::
@@ -135,10 +137,33 @@ def summarise_rank_targets(ce: Dict[str, np.ndarray]) -> dict:
     return summary
 
 
+def rank_window(model) -> int:
+    """S, the window side of the model's ``WindowRankTarget`` (its ``crop``);
+    0 for a ranking target that reads whole part images
+    (``PartImageRankTarget``)."""
+    return int(getattr(model.rank_target, 'crop', 0))
+
+
+def single_box_ce(model, inputs, boxes, labels, crop: int):
+    """(B, M) student cross entropies of the (B, M, 4) boxes' single-box part
+    images (only the box sharp), each cut to the ``crop`` x ``crop`` window
+    around its box when ``crop`` > 0 (as ``WindowRankTarget`` ranks the
+    boxes), whole with 0 (as ``PartImageRankTarget`` ranks the sampled
+    anchors); the student normalised as for the ranking targets."""
+    from mmdaf.models.utils.ranking_batch import per_box_cross_entropy
+    generator = model.part_image_generator
+    if crop > 0:
+        images = generator.single_box_windows(inputs, boxes, crop)
+    else:
+        images = generator.single_box_images(inputs, boxes)
+    return per_box_cross_entropy(model.classify_part_images(images), labels,
+                                 boxes.shape[1])
+
+
 def both_kinds_of_ce(model, inputs, boxes, label) -> tuple:
     """(whole single-box part image, window) cross entropies of ``boxes``."""
-    whole = model.single_box_ce(inputs, boxes, label, crop=0)[0]
-    window = model.single_box_ce(inputs, boxes, label, crop=model.single_box_crop)[0]
+    whole = single_box_ce(model, inputs, boxes, label, crop=0)[0]
+    window = single_box_ce(model, inputs, boxes, label, crop=rank_window(model))[0]
     return whole.numpy(), window.numpy()
 
 
@@ -178,7 +203,7 @@ def measure(config_file: str, checkpoint: str, data_root: str, max_images: int,
             boxes = head.bbox_coder.decode(anchors, deltas[0], max_shape=(height, width))
             label = sample.gt_label.reshape(1)
             ce = torch.cat([
-                model.single_box_ce(inputs, chunk[None], label)[0]
+                single_box_ce(model, inputs, chunk[None], label, rank_window(model))[0]
                 for chunk in boxes.split(128)])
             sizes = [(-(-height // s_h), -(-width // s_w))
                      for s_w, s_h in head.prior_generator.strides]
@@ -189,7 +214,7 @@ def measure(config_file: str, checkpoint: str, data_root: str, max_images: int,
             records.append(dict(
                 shape=shape_labels, ce=ce.numpy(), score=scores[0].numpy(),
                 hit=boxes_containing_a_part(boxes.numpy(), regions[image_id])))
-            if model.single_box_crop > 0:
+            if rank_window(model) > 0:
                 samples, _ = head.sample_anchors(sppn_feats, (height, width),
                                                  student.object_mask, num_samples,
                                                  generator=generator)

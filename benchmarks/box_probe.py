@@ -4,9 +4,9 @@ in boxes, on the test split of a synthetic set.
 For each trained run (a work dir of ``benchmarks/learning.py``: its dumped
 config and final checkpoint) the script takes the student's last stage (a
 plain classifier's backbone output), averages it inside boxes (cells weighted
-by their overlap, :func:`mmdaf.models.utils.box_pooled_features`, as
-``DAFClassifier(part_pool=...)`` does) and classifies each pooled vector with
-the model's own head. Boxes of four kinds, per image:
+by their overlap, :func:`mmdaf.models.utils.box_pooled_features`, as the
+``PooledPartHead`` of ``DAFClassifier(part_pool=...)`` does) and classifies
+each pooled vector with the model's own head. Boxes of four kinds, per image:
 
 - ``parts``: the ground-truth part regions of ``parts/part_boxes.txt``;
 - ``parts_random``: the same regions moved to random positions (sizes kept);
@@ -84,7 +84,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='proposals pooled per image (default 3)')
     parser.add_argument('--window', type=int, default=24,
                         help='side of the part windows in pixels (default 24, the '
-                        'synthetic configs\' single_box_crop); 0 skips them')
+                        'synthetic configs\' rank_target.crop); 0 skips them')
     parser.add_argument('--seed', type=int, default=0,
                         help='seed of the random positions (default 0)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -134,10 +134,10 @@ class BoxClassifier:
         return feat, self.model.head((feat.mean(dim=(2, 3)), )), None, None
 
     def box_logits(self, feat, boxes, img_shape):
-        """(B, M, K) head logits of ``feat`` pooled in the (B, M, 4) boxes."""
-        from mmdaf.models.utils import box_pooled_features
-        pooled = box_pooled_features(feat, boxes, img_shape)
-        return self.model.head((pooled.flatten(0, 1), )).view(*boxes.shape[:2], -1)
+        """(B, M, K) head logits of ``feat`` pooled in the (B, M, 4) boxes
+        (:meth:`PooledPartHead.box_logits`, what ``part_pool`` computes)."""
+        from mmdaf.models.heads import PooledPartHead
+        return PooledPartHead.box_logits(self.model.head, feat, boxes, img_shape)
 
 
 class Tally:
@@ -240,12 +240,12 @@ def tally_windows(tally: Tally, model, inputs, regions, part_names: List[str],
         labels (Tensor): (B, ) ground-truth labels.
         window (int): the window side S in pixels.
     """
-    from mmdaf.models.classifiers.daf_classifier import move_boxes_at_random
+    from mmdaf.models.heads.pooled_part_head import move_boxes_at_random
     img_shape = tuple(inputs.shape[-2:])
     moved = move_boxes_at_random(regions, img_shape, generator)
     for name, boxes in (('parts', regions), ('random', moved)):
         windows = model.part_image_generator.single_box_windows(inputs, boxes, window)
-        logits = model.student_logits(model.backbone(windows))
+        logits = model.classify_part_images(windows)
         right = (logits.argmax(dim=1).view(boxes.shape[:2]) == labels[:, None]).numpy()
         if name == 'random':
             tally.add('window.random', right)
@@ -268,14 +268,14 @@ def tally_image(tally: Tally, probe: BoxClassifier, feat, image_logits, label: i
         img_shape (tuple): (H, W) of the input.
         region_names (Sequence[str]): the P regions' part names; with them
             each region alone is also classified (``part_pooled.<name>``:
-            what the pooled features there say, which is what
-            ``rank_target='clean_features'`` ranks by) and averaged with the
+            what the pooled features there say, which is what the removed
+            ``rank_target='clean_features'`` ranked by) and averaged with the
             image (``part_alone.<name>``: what pooling at that one part
             would give).
     """
     import torch
 
-    from mmdaf.models.classifiers.daf_classifier import move_boxes_at_random
+    from mmdaf.models.heads.pooled_part_head import move_boxes_at_random
     tally.add('image', int(image_logits.argmax()) == label)
     boxes = {'parts': torch.as_tensor(regions, dtype=feat.dtype)[None]}
     if proposals is not None:

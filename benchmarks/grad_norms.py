@@ -13,7 +13,7 @@ Usage::
     python benchmarks/grad_norms.py configs/daf_r18_synthetic.py \\
         --data-root work_dirs/learning/data/<set> --batches 4 \\
         [--checkpoint work_dirs/learning/daf_seed0/epoch_6.pth] \\
-        [--cfg-options model.part_bn=shared]
+        [--cfg-options model.rank_target.crop=32]
 """
 import argparse
 import copy
@@ -31,14 +31,26 @@ from benchmarks.common import (  # noqa: E402
     write_json,
 )
 
+# Group name -> the model's modules in it, by attribute path.
 MODULE_GROUPS = {
     'backbone': ('backbone', ),
     'head': ('head', ),
     'sppn': ('sppn_neck', 'sppn_head'),
     'teacher': ('teacher', ),
-    'hint_reg': ('hint_regressor', ),
+    'hint_reg': ('distill.hint_regressor', ),
     'fusion': ('fusion_head', ),
 }
+
+
+def _module_at(model, path: str):
+    """``model``'s submodule at the dotted attribute ``path``, None where a
+    part of it is absent or None (a part the config switches off)."""
+    module = model
+    for name in path.split('.'):
+        module = getattr(module, name, None)
+        if module is None:
+            return None
+    return module
 
 
 def group_parameters(model) -> Dict[str, List]:
@@ -47,7 +59,7 @@ def group_parameters(model) -> Dict[str, List]:
     for group, names in MODULE_GROUPS.items():
         params = []
         for name in names:
-            module = getattr(model, name, None)
+            module = _module_at(model, name)
             if module is not None:
                 params += [p for p in module.parameters() if p.requires_grad]
         if params:

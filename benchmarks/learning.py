@@ -31,7 +31,7 @@ absolute score, the share of boxes touching the image border).
 
 ``--cfg-options`` is passed to the training of every DAF row (not the
 baseline), so that one switch can be measured at a time, e.g.
-``--cfg-options model.part_bn=shared``.
+``--cfg-options model.rank_target.crop=32``.
 
 The defaults are the full run (3 seeds, all five rows; see ``parse_args``),
 about 18 minutes on 2 idle CPU cores; docs/benchmarks.md and

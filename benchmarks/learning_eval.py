@@ -213,19 +213,19 @@ def student_image_top1(model, loader, gts: Sequence[int], num_classes: int,
     """
     top_m = getattr(model, 'predict_part_top_m', 0)
     part_pool = getattr(model, 'part_pool', None)
-    pool_predict = bool(part_pool and part_pool['predict'])
+    pool_predict = bool(part_pool is not None and part_pool.predict)
     if top_m == 0 and not pool_predict:
         return student_top1
     model.predict_part_top_m = 0
     if pool_predict:
-        part_pool['predict'] = False
+        part_pool.predict = False
     try:
         preds = [int(sample.student_score.argmax())
                  for sample in predicted_samples(model, loader)]
     finally:
         model.predict_part_top_m = top_m
         if pool_predict:
-            part_pool['predict'] = True
+            part_pool.predict = True
     return accuracies(preds, gts, num_classes)['top1']
 
 

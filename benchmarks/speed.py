@@ -13,10 +13,13 @@ This script measures, in ONE process with the runs interleaved round by round
 - ``T_daf``: forward + backward of ``DAFClassifier.loss`` on the same batch;
 - ``train_ratio = T_daf / (P * T_b)`` (median of the per-round ratios); the
   overhead we drive down is ``train_ratio - 1``. P counts the paper's passes
-  (student, N part images, teacher) that the step runs: N counts 0 when no
-  loss reads the part images (``DAFClassifier.part_pass_needed``); with
-  ``SPPNHead(rank_samples=K)`` the K forward-only single-box passes per
-  image are extra and show up in the ratio and in their own breakdown row;
+  (student, N part images, teacher) that the step runs: N counts 0 on the
+  steps where nothing reads the part images (no ``loss_concentrate``, and
+  the step ranks nothing or its ``rank_target`` does not use them,
+  ``speed_model.part_pass_needed``); the ranking target's own forward-only
+  passes (``SPPNHead(rank_samples=K)``'s K single-box images per image, or
+  ``WindowRankTarget``'s N + K windows) are extra and show up in the ratio
+  and in their own breakdown row;
 - ``infer_ratio = T_daf_predict / (Q * T_b_predict)`` with Q = 2 passes
   (student + teacher; 1 without a teacher), eval mode, no grad;
 - a breakdown of T_daf by stage, each stage timed alone by calling the

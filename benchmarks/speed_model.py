@@ -81,17 +81,38 @@ def part_pass_is_forward_only(model) -> bool:
     return getattr(model, 'part_backbone_grad_scale', 1.0) == 0
 
 
+def part_pass_needed(model, sampling: bool) -> bool:
+    """Whether a training step runs the N part images through the student.
+
+    The rule of ``DAFClassifier.sppn_loss``: the part pass runs when
+    ``loss_concentrate`` is set (L_con reads its logits) or when the step
+    ranks (``sppn_head.ranks``) and the ranking target reads the part images
+    (``rank_target.uses_part_images``: ``PartImageRankTarget``, not
+    ``WindowRankTarget``). Without an SPPN there is no part pass.
+
+    Args:
+        model (DAFClassifier): the model.
+        sampling (bool): whether the step draws sampled anchors.
+    """
+    if not model.with_sppn:
+        return False
+    if model.loss_concentrate is not None:
+        return True
+    return bool(model.sppn_head.ranks(with_samples=sampling)
+                and model.rank_target.uses_part_images)
+
+
 def part_pass_share(model) -> float:
     """Share of the training steps that run the N part images' pass.
 
     A step that draws sampled anchors (1 in ``rank_interval`` with
     ``rank_samples``, none without) runs it when
-    ``part_pass_needed(sampling=True)``, the other steps when
-    ``part_pass_needed(sampling=False)``.
+    ``part_pass_needed(model, sampling=True)``, the other steps when
+    ``part_pass_needed(model, sampling=False)``.
     """
     if not model.with_sppn:
         return 0.0
     head = model.sppn_head
     sampling_share = 1.0 / head.rank_interval if head.rank_samples > 0 else 0.0
-    return (sampling_share * model.part_pass_needed(sampling=True)
-            + (1.0 - sampling_share) * model.part_pass_needed(sampling=False))
+    return (sampling_share * part_pass_needed(model, sampling=True)
+            + (1.0 - sampling_share) * part_pass_needed(model, sampling=False))

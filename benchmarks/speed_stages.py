@@ -25,11 +25,14 @@ from benchmarks.speed_timing import (
     peak_memory_bytes,
     synchronize,
 )
+from mmdaf.models.utils.batch_norm_stats import record_batch_norm_stats
+from mmdaf.models.utils.ranking_batch import RankingBatch, per_box_cross_entropy
 
 # Breakdown rows: (stage name, group reported in the summary).
+# The ranking target's own student passes, forward only (the sampled anchors'
+# images and, with WindowRankTarget, the proposals' windows); the name is kept
+# so that results stay comparable.
 RANK_SAMPLES_STAGE = 'ranked anchor samples (B*K, forward only)'
-RANK_CLEAN_STAGE = 'ranking targets (clean C5 pooled in boxes)'
-RANK_CONSISTENCY_STAGE = 'ranking targets (C3 matched across the batch)'
 PART_POOL_STAGE = 'pooled cross entropy (part_pool)'
 PART_IMAGES_STAGE = 'part images (compose, resize)'
 PART_PASS_STAGE = 'part backbone pass (B*N)'
@@ -41,8 +44,6 @@ STAGE_GROUPS = {
     'part images (compose, resize)': 'part images',
     'part backbone pass (B*N)': 'backbone passes',
     RANK_SAMPLES_STAGE: 'ranked samples',
-    RANK_CLEAN_STAGE: 'ranked samples',
-    RANK_CONSISTENCY_STAGE: 'ranked samples',
     PART_POOL_STAGE: 'losses',
     'student losses (CE, rank, IoU, area, con)': 'losses',
     'teacher input (heatmap up, box mask)': 'teacher input',
@@ -62,6 +63,18 @@ def _leaf(tensor: torch.Tensor) -> torch.Tensor:
 def _leaves(tensors: Iterable[torch.Tensor]) -> Tuple[torch.Tensor, ...]:
     """:func:`_leaf` of every tensor."""
     return tuple(_leaf(t) for t in tensors)
+
+
+def rank_target_runs_passes(model) -> bool:
+    """Whether the model's ranking target runs student passes of its own on a
+    ranking step: a target that does not read the part images
+    (``WindowRankTarget``: one pass over the N + K windows) always, one that
+    does (``PartImageRankTarget``: the proposals' targets come from the part
+    pass) only for the K sampled anchors' single-box part images
+    (``SPPNHead(rank_samples=K)``)."""
+    if not model.with_sppn:
+        return False
+    return model.sppn_head.rank_samples > 0 or not model.rank_target.uses_part_images
 
 
 class DAFSteps:
@@ -127,9 +140,9 @@ class DAFSteps:
 
     def per_step_factor(self, name: str) -> float:
         """How many times per DAF step a timed closure's work happens: 1/k for
-        a whole ``daf_train`` cycle and for the ranked samples of
-        ``rank_interval`` k, the share of steps that run it for the part
-        pass (:func:`part_pass_share`), else 1."""
+        a whole ``daf_train`` cycle and for the ranking target's passes of
+        ``rank_interval`` k (only the steps with samples rank), the share of
+        steps that run it for the part pass (:func:`part_pass_share`), else 1."""
         if name in ('daf_train', RANK_SAMPLES_STAGE):
             return 1.0 / self.daf_cycle
         if name in (PART_IMAGES_STAGE, PART_PASS_STAGE):
@@ -155,16 +168,25 @@ class DAFSteps:
         """One real student pass gives every stage its inputs."""
         model = self.model
         model.train()
+        # The proposals' part-image cross entropy, as DAFClassifier.sppn_loss
+        # gives it to the ranking target (None on steps without a part pass).
+        self.part_ce = None
         with torch.no_grad(), self.autocast():
-            self.student = model.run_student(self.inputs)
+            # The clean pass's BatchNorm statistics, with which the step
+            # normalises the part images and the ranking target's images.
+            with record_batch_norm_stats(model.backbone) as clean_bn_stats:
+                self.student = model.run_student(self.inputs)
+            self.clean_bn_stats = clean_bn_stats
             if part_pass_share(model) > 0:
                 self.part_imgs = self._compose_part_images()
                 part_logits = model.student_logits(model.backbone(self.part_imgs))
                 self.part_logits = part_logits.view(self.inputs.shape[0], -1,
                                                     part_logits.shape[-1])
+                self.part_ce = per_box_cross_entropy(part_logits, self.labels,
+                                                     self.part_logits.shape[1])
             if model.with_teacher:
-                self.teacher_in, self.saliency = model.teacher_input(self.inputs,
-                                                                     self.student)
+                self.teacher_in, self.saliency = model.teacher.build_input(
+                    self.inputs, self.student.heatmap, self.student.boxes, self.samples)
                 self.teacher_feats = model.teacher.backbone(self.teacher_in)
                 self.teacher_logits = model.teacher(self.teacher_in, self.saliency).logits
 
@@ -186,11 +208,7 @@ class DAFSteps:
             if part_pass_share(model) > 0:
                 stages[PART_IMAGES_STAGE] = self.stage_part_images
                 stages[PART_PASS_STAGE] = self.stage_part_backbone
-            if model.rank_target == 'clean_features':
-                stages[RANK_CLEAN_STAGE] = self.stage_rank_clean
-            elif model.rank_target == 'consistency':
-                stages[RANK_CONSISTENCY_STAGE] = self.stage_rank_consistency
-            elif model.sppn_head.rank_samples > 0:
+            if rank_target_runs_passes(model):
                 stages[RANK_SAMPLES_STAGE] = self.stage_rank_samples
             stages['student losses (CE, rank, IoU, area, con)'] = self.stage_student_losses
         if model.with_teacher:
@@ -287,44 +305,32 @@ class DAFSteps:
 
     @torch.no_grad()
     def stage_rank_samples(self) -> None:
-        # What the training step adds with SPPNHead(rank_samples=K): K
-        # single-box part images (or windows) per image through the student,
-        # N more with proposal_rank_ce='window', no gradient (the draw itself
-        # is in the SPPN stage).
-        self.model.train()
-        part_ce = self.labels.new_zeros(self.student.boxes.shape[:2], dtype=torch.float)
+        # What a ranking step adds: the model's rank_target on the step's
+        # RankingBatch, as DAFClassifier.sppn_loss calls it. WindowRankTarget:
+        # the N + K windows through the student; PartImageRankTarget: the K
+        # sampled anchors' single-box part images (the proposals' targets are
+        # the part pass's). No gradient; the draw itself is in the SPPN stage.
+        model = self.model
+        model.train()
         with self.autocast():
-            self.model.ranked_sample_ce(self.inputs, self.student.boxes,
-                                        self.student.sample_boxes, self.labels, part_ce)
-
-    @torch.no_grad()
-    def stage_rank_clean(self) -> None:
-        # rank_target='clean_features': the student head on the clean pass's
-        # C5 pooled in each proposal and sample, on every step.
-        self.model.train()
-        with self.autocast():
-            self.model.clean_feature_ce(self.student, self.labels,
-                                        (self.height, self.width))
-
-    @torch.no_grad()
-    def stage_rank_consistency(self) -> None:
-        # rank_target='consistency': every box's C3 features against every
-        # cell of the other images, on every step.
-        with self.autocast():
-            self.model.consistency_target(self.student, (self.height, self.width))
+            model.rank_target(RankingBatch(
+                self.inputs, self.labels, self.student.boxes, self.student.sample_boxes,
+                self.part_ce,
+                lambda images: model.classify_part_images(images, self.clean_bn_stats),
+                model.part_image_generator))
 
     def stage_part_pool(self) -> None:
         # The student head on the last stage pooled in the part_pool regions,
-        # its cross entropy and the backward to the last stage.
+        # its cross entropy (PooledPartHead.loss; not the sampled anchors' of
+        # part_pool.samples) and the backward to the last stage.
         model = self.model
         feats = tuple(self.student.feats[:-1]) + (_leaf(self.student.feats[-1]), )
         student = self.student._replace(feats=feats)
+        img_shape = (self.height, self.width)
         with self.autocast():
-            pooled = model.part_pool_logits(student, (self.height, self.width),
-                                            self.samples)
-        num_pooled = pooled.shape[1]
-        self._backward(F.cross_entropy(pooled.flatten(0, 1).float(),
-                                       self.labels.repeat_interleave(num_pooled)))
+            pooled = model.pooled_part_logits(student, img_shape, self.samples)
+        losses = model.part_pool.loss(pooled, self.labels, model.head, feats[-1], img_shape)
+        self._backward(sum(losses.values()))
 
     def stage_student_losses(self) -> None:
         model = self.model
@@ -350,7 +356,8 @@ class DAFSteps:
 
     @torch.no_grad()
     def stage_teacher_input(self) -> None:
-        self.model.teacher_input(self.inputs, self.student)
+        self.model.teacher.build_input(self.inputs, self.student.heatmap,
+                                       self.student.boxes, self.samples)
 
     def stage_paf_bilinear(self) -> None:
         self.model.train()
@@ -366,20 +373,22 @@ class DAFSteps:
         self._backward(loss)
 
     def stage_distill(self) -> None:
-        model = self.model
-        student_feat = _leaf(self.student.feats[model.distill_cfg['student_index']])
-        teacher_feat = self.teacher_feats[model.distill_cfg['teacher_index']]
-        student_logits = _leaf(self.student.logits.float())
+        # DAFDistiller.loss: the hint regressor on the student's hint stage,
+        # the hint and soft-target losses, gated; the teacher side detached.
+        distill = self.model.distill
+        student_feats = list(self.student.feats)
+        student_feats[distill.student_index] = _leaf(student_feats[distill.student_index])
         with self.autocast():
-            hint_pred = model.hint_regressor(student_feat)
-        loss = model.loss_hint(hint_pred.float(), teacher_feat.float()) + \
-            model.loss_soft(student_logits, self.teacher_logits.float())
-        self._backward(loss)
+            losses = distill.loss(student_feats, _leaf(self.student.logits.float()),
+                                  self.teacher_feats, self.teacher_logits.float(),
+                                  self.labels)
+        self._backward(sum(value.float() for name, value in losses.items()
+                           if name.startswith('loss')))
 
     def stage_fusion(self) -> None:
         model = self.model
-        fused = model.fused_logits(_leaf(self.student.logits.float()),
-                                   _leaf(self.teacher_logits.float()))
+        fused = model.fusion_head((_leaf(self.student.logits.float()),
+                                   _leaf(self.teacher_logits.float())))
         self._backward(model.fusion_head._get_loss(fused, self.samples)['loss'])
 
 

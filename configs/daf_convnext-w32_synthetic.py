@@ -20,12 +20,10 @@ convnext_w32 = dict(type='DilatedConvNeXt',
                     gap_before_final_norm=False, with_cp=False)
 
 model = dict(
-    # No pooled cross entropy, and the gated distillation kept: the R18
-    # config's object-mask pooling and its dropped distillation were not
-    # measured with ConvNeXt.
+    # Pooling and distillation as before the R18 changes: not measured with ConvNeXt.
     part_pool=None,
-    distill=dict(_delete_=True, student_channels=128, teacher_channels=128,
-                 gate='teacher_correct'),
+    distill=dict(_delete_=True, type='DAFDistiller', student_channels=128,
+                 teacher_channels=128, gate='teacher_correct'),
     # C3, C4, C5 = stages 1, 2, 3: 64, 128, 256 channels as the ResNet-18's.
     backbone=dict(
         _delete_=True,

@@ -181,13 +181,13 @@ def test_read_part_boxes(tmp_path):
 def test_cfg_options_follow_the_switched_on_parts():
     student = dict(o.split('=', 1) for o in learning_runs.cfg_options(
         config_path('ablation', 'r18_sppn_synthetic.py'), '/data', 4, 128, 3, 1,
-        extra=['model.part_bn=shared']))
+        extra=['model.rank_target.crop=32']))
     assert student['model.head.num_classes'] == '4'
     assert 'model.teacher.head.num_classes' not in student  # teacher=None there
     # Anchors sized for 64 px scale with the image.
     assert student['model.sppn_head.anchor_generator.octave_base_scale'] == '2.5'
     assert student['train_cfg.max_epochs'] == '3' and student['param_scheduler.T_max'] == '3'
-    assert student['model.part_bn'] == 'shared'  # extra options reach DAF rows
+    assert student['model.rank_target.crop'] == '32'  # extra options reach DAF rows
     daf = dict(o.split('=', 1) for o in learning_runs.cfg_options(
         config_path('daf_r18_synthetic.py'), '/data', 4, 64, 3, 1, pretrained=False))
     assert daf['model.teacher.head.num_classes'] == '4'
@@ -197,8 +197,8 @@ def test_cfg_options_follow_the_switched_on_parts():
     assert 'model.sppn_head.anchor_generator.octave_base_scale' not in daf
     baseline = dict(o.split('=', 1) for o in learning_runs.cfg_options(
         config_path('ablation', 'r18_baseline_synthetic.py'), '/data', 4, 64, 3, 1,
-        extra=['model.part_bn=shared']))
-    assert 'model.part_bn' not in baseline  # not a DAF model: extras do not apply
+        extra=['model.rank_target.crop=32']))
+    assert 'model.rank_target.crop' not in baseline  # not a DAF model: extras do not apply
     assert 'model.backbone.init_cfg' not in baseline  # keeps its Pretrained init
 
 
@@ -320,6 +320,18 @@ def test_grad_norms_checks_out_before_the_run(tmp_path, capsys):
     assert 'is a folder' in capsys.readouterr().err
 
 
+def test_grad_norms_finds_the_hint_regressor_inside_the_distiller():
+    grad_norms = _import('grad_norms')
+    model = torch.nn.Module()
+    model.backbone = torch.nn.Linear(2, 2)
+    model.teacher = None  # switched off: no group
+    model.distill = torch.nn.Module()
+    model.distill.hint_regressor = torch.nn.Conv2d(2, 3, 1)
+    groups = grad_norms.group_parameters(model)
+    assert list(groups) == ['backbone', 'hint_reg']
+    assert sum(p.numel() for p in groups['hint_reg']) == 2 * 3 + 3
+
+
 # ----------------------------------------------------------------------------
 # speed.py: pass counting, memory peaks, ratios, and one tiny run
 # ----------------------------------------------------------------------------
@@ -399,22 +411,10 @@ def test_tiny_speed_run_writes_consistent_json():
     assert f"= {result['passes_train']:.3f}" in p_line
 
 
-def test_clean_feature_ranking_is_one_small_stage_without_windows():
-    clean = {'model.rank_target': 'clean_features', 'model.single_box_crop': 0,
-             'model.proposal_rank_ce': 'part_image'}
-    windows = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1)
-    result = speed.flops_only(config_path('daf_r18_synthetic.py'), size=64, batch=1,
-                              cfg_options=clean)
-    stages = result['stage_gflops']
-    assert 'ranked anchor samples (B*K, forward only)' not in stages
-    window_gflops = windows['stage_gflops']['ranked anchor samples (B*K, forward only)']
-    # The windows' 12 forward passes against a matrix product and the head.
-    assert stages['ranking targets (clean C5 pooled in boxes)'] < 0.01 * window_gflops
-    assert result['flops']['daf_train'] < windows['flops']['daf_train'] - 0.9 * window_gflops * 1e9
-
-
 # A dict over the config's None needs _delete_ (mmengine merges dicts).
 WITH_CON = {'model.loss_concentrate': dict(_delete_=True, type='ConcentrateLoss', top_m=3)}
+# The paper's ranking target in place of the synthetic configs' windows.
+PART_IMAGE_TARGET = {'model.rank_target': dict(_delete_=True, type='PartImageRankTarget')}
 
 
 def test_part_pass_counts_in_p_on_the_steps_that_run_it():
@@ -443,10 +443,56 @@ def test_part_pass_counts_in_p_on_the_steps_that_run_it():
     model_con = speed_model.build_daf_model(config_path('daf_r18_synthetic.py'), 'cpu',
                                             {'model.sppn_head.rank_interval': 4, **WITH_CON})
     assert speed_model.part_pass_share(model_con) == 1.0
-    # No sampled anchors at all: every step ranks by the part images.
+    # No sampled anchors at all: every step ranks the proposals, by their
+    # windows (WindowRankTarget), so still no part pass; by their part images
+    # (PartImageRankTarget, the paper's) on every step.
     unsampled = speed_model.build_daf_model(config_path('daf_r18_synthetic.py'), 'cpu',
                                             {'model.sppn_head.rank_samples': 0})
-    assert speed_model.part_pass_share(unsampled) == 1.0
+    assert speed_model.part_pass_share(unsampled) == 0.0
+    paper_target = speed_model.build_daf_model(
+        config_path('daf_r18_synthetic.py'), 'cpu',
+        {'model.sppn_head.rank_samples': 0, **PART_IMAGE_TARGET})
+    assert speed_model.part_pass_share(paper_target) == 1.0
+    # With samples every k-th step ranks: the part pass runs on those only.
+    paper_every_fourth = speed_model.build_daf_model(
+        config_path('daf_r18_synthetic.py'), 'cpu',
+        {'model.sppn_head.rank_interval': 4, **PART_IMAGE_TARGET})
+    assert speed_model.part_pass_share(paper_every_fourth) == 0.25
+
+
+def test_rank_stage_times_what_the_ranking_target_runs():
+    speed_model = _import('speed_model')
+    speed_stages = _import('speed_stages')
+    config = config_path('daf_r18_synthetic.py')
+    rank_stage = 'ranked anchor samples (B*K, forward only)'
+
+    def rank_gflops(options):
+        result = speed.flops_only(config, size=64, batch=1, cfg_options=options)
+        # Every stage of the step is timed, and nothing else.
+        assert sum(result['stage_gflops'].values()) == pytest.approx(
+            result['flops']['daf_train'] / 1e9, rel=1e-6)
+        return result['stage_gflops'][rank_stage], result
+
+    # WindowRankTarget: one pass over the 4 proposals' and K samples' windows
+    # (plus one blur of the image); without samples it still ranks the 4
+    # proposals by their windows.
+    twelve, _ = rank_gflops({})
+    eight, _ = rank_gflops({'model.sppn_head.rank_samples': 4})
+    four, _ = rank_gflops({'model.sppn_head.rank_samples': 0})
+    window = (twelve - four) / 8
+    assert window > 0 and eight - four == pytest.approx(4 * window, rel=1e-6)
+    blur = four - 4 * window
+    assert 0 <= blur < window
+    # PartImageRankTarget: the 8 samples' whole single-box part images, one
+    # student forward pass each after the same blur; the proposals' targets
+    # are the part pass's.
+    paper, result = rank_gflops({**WITH_CON, **PART_IMAGE_TARGET})
+    assert paper == pytest.approx(
+        8 * result['flops']['backbone_predict'] / 1e9 + blur, rel=1e-6)
+    # ... and nothing of its own without samples.
+    paper_unsampled = speed_model.build_daf_model(
+        config, 'cpu', {'model.sppn_head.rank_samples': 0, **PART_IMAGE_TARGET})
+    assert not speed_stages.rank_target_runs_passes(paper_unsampled)
 
 
 def test_make_batch_puts_inputs_labels_and_samples_on_the_device():
@@ -848,19 +894,20 @@ def test_student_image_top1_switches_the_pooled_prediction_off(monkeypatch):
 
     from mmpretrain.structures import DataSample
 
-    model = SimpleNamespace(predict_part_top_m=0, part_pool=dict(top_m=3, predict=True))
+    model = SimpleNamespace(predict_part_top_m=0,
+                            part_pool=SimpleNamespace(top_m=3, predict=True))
     seen = []
 
     def fake_predicted_samples(model, loader):
-        seen.append(model.part_pool['predict'])
+        seen.append(model.part_pool.predict)
         # From the image alone the model says class 1 for every image.
         return [DataSample(student_score=torch.tensor([0.0, 1.0])) for _ in range(4)]
 
     monkeypatch.setattr(learning_eval, 'predicted_samples', fake_predicted_samples)
     top1 = learning_eval.student_image_top1(model, None, [1, 1, 0, 0], 2, student_top1=0.9)
     assert top1 == 0.5 and seen == [False]
-    assert model.part_pool['predict'] is True  # restored
+    assert model.part_pool.predict is True  # restored
     # Without a pooled or part prediction the student's top-1 is the image's.
-    model.part_pool['predict'] = False
+    model.part_pool.predict = False
     assert learning_eval.student_image_top1(model, None, [1], 2, student_top1=0.9) == 0.9
     assert seen == [False]

@@ -112,9 +112,9 @@ def test_probe_agrees_with_the_models_own_student_predictions(tmp_path, tiny_cub
                  for s in predicted_samples(model, loader)]
         return 100.0 * np.mean(right)
 
-    assert model.part_pool['predict'] and model.part_pool['top_m'] == 3
+    assert model.part_pool.predict and model.part_pool.top_m == 3
     assert shares['proposals.with_image'] == pytest.approx(student_top1())
-    model.part_pool['predict'] = False
+    model.part_pool.predict = False
     assert shares['image'] == pytest.approx(student_top1())
     num_images = 8  # 4 classes x 2 test images
     assert set(shares) >= {f'{kind}.{m}' for kind in box_probe.KINDS

@@ -21,6 +21,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
 from mmdaf.models.backbones import NonReentrantCPBackbone
+from mmdaf.models.utils.window_rank_target import WindowRankTarget
 from mmdaf.utils import init_weights_quietly, pretrained_init_cfgs
 
 CONFIGS = sorted(
@@ -236,7 +237,7 @@ def test_config_trains_one_step_and_predicts(name, stand_in_checkpoints):
         inputs=[torch.randint(0, 256, (3, size, size), dtype=torch.uint8) for _ in labels],
         data_samples=[DataSample().set_gt_label(label) for label in labels])
     if ((cfg.model.get('part_pool') or {}).get('boxes') == 'ground_truth'
-            or cfg.model.get('teacher_mask_boxes') == 'ground_truth'):
+            or (cfg.model.get('teacher') or {}).get('mask_boxes') == 'ground_truth'):
         # The oracle controls read the part regions their data samples carry.
         for sample in data['data_samples']:
             sample.set_field(torch.tensor([[4.0, 4.0, 16.0, 14.0], [30.0, 20.0, 44.0, 34.0]]),
@@ -266,8 +267,8 @@ def test_config_trains_one_step_and_predicts(name, stand_in_checkpoints):
         # A gated distillation with a teacher wrong on both images distils
         # nothing: the hint regressor's gradient is exactly 0.
         assert all(not grads[key].any() for key in grads
-                   if component(key) == 'hint_regressor')
-        expected_moved.discard('hint_regressor')
+                   if component(key) == 'distill')
+        expected_moved.discard('distill')
     assert moved == expected_moved
 
     model.eval()
@@ -348,16 +349,35 @@ def test_synthetic_config_trains_without_the_part_pass():
     model_cfg = synthetic.model
     model_cfg.backbone.init_cfg = model_cfg.teacher.backbone.init_cfg = None
     model = MODELS.build(model_cfg)
-    assert model.loss_concentrate is None and model.proposal_rank_ce == 'window'
-    assert model.part_pass_needed() is False
+    assert model.loss_concentrate is None
+    assert isinstance(model.rank_target, WindowRankTarget) and model.rank_target.crop == 24
+    assert not model.rank_target.uses_part_images
+    # One training step: the clean batch, then the 24 px windows of the 4
+    # proposals and 8 samples of each image; no pass over the part images.
+    input_shapes = []
+    model.backbone.register_forward_hook(
+        lambda module, args, output: input_shapes.append(tuple(args[0].shape)))
+    labels = [0, model_cfg.head.num_classes - 1]
+    model.train()
+    model(torch.randn(2, 3, 64, 64), [DataSample().set_gt_label(label) for label in labels],
+          mode='loss')
+    assert input_shapes == [(2, 3, 64, 64), (2 * (4 + 8), 3, 24, 24)]
     cub = Config.fromfile(osp.join(REPO_ROOT, 'configs', 'daf_r50_cub.py')).model
     assert cub.loss_concentrate == dict(type='ConcentrateLoss', top_m=3, loss_weight=1.0)
+    assert cub.rank_target == dict(type='PartImageRankTarget')
 
 
 def pooled(boxes: str, samples: bool = True) -> dict:
     """The part_pool of a synthetic config that pools at ``boxes``."""
-    return dict(top_m=3, loss_weight=1.0, predict=True, boxes=boxes, warmup=False,
-                samples=samples)
+    return dict(top_m=3, loss_weight=1.0, predict=True, boxes=boxes, samples=samples)
+
+
+def pool_settings(part_pool) -> dict:
+    """A built ``PooledPartHead``'s settings, as :func:`pooled` gives them."""
+    if part_pool is None:
+        return None
+    return dict(top_m=part_pool.top_m, loss_weight=part_pool.loss_weight,
+                predict=part_pool.predict, boxes=part_pool.boxes, samples=part_pool.samples)
 
 
 OBJECT_POOL = pooled('object', samples=False)
@@ -388,7 +408,7 @@ def test_student_only_synthetic_rows_pool_their_proposals(name, part_pool):
     if model_cfg.get('teacher') is not None:
         model_cfg.teacher.backbone.init_cfg = None
     model = MODELS.build(model_cfg)
-    assert model.part_pool == part_pool
+    assert pool_settings(model.part_pool) == part_pool
     assert model.predict_part_top_m == (3 if 'cub' in name else 0)
 
 

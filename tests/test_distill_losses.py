@@ -69,3 +69,31 @@ def test_shape_mismatch_raises():
         SoftTargetLoss()(torch.zeros(2, 3), torch.zeros(2, 4))
     with pytest.raises(ValueError, match='temperature must be > 0'):
         SoftTargetLoss(temperature=0.0)
+
+
+def test_soft_target_loss_weights_each_sample_and_divides_by_the_batch():
+    student = torch.zeros(2, 2)
+    teacher = torch.tensor([[math.log(3.0), 0.0], [0.0, 0.0]])
+    # Sample 0 at T=1: KL((0.75, 0.25) || (0.5, 0.5)) = 0.75 ln 1.5 + 0.25 ln 0.5;
+    # sample 1: the same distribution, KL 0.
+    kl0 = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    loss = SoftTargetLoss(temperature=1.0)
+    assert loss(student, teacher).item() == pytest.approx(kl0 / 2, abs=1e-6)
+    assert loss(student, teacher, weight=torch.tensor([1.0, 0.0])).item() == \
+        pytest.approx(kl0 / 2, abs=1e-6)
+    assert loss(student, teacher, weight=torch.tensor([0.0, 1.0])).item() == 0.0
+    with pytest.raises(ValueError, match=r'weight must have shape \(B,\) = \(2,\)'):
+        loss(student, teacher, weight=torch.ones(3))
+
+
+def test_hint_loss_weights_each_sample_mean_squared_error():
+    pred = torch.tensor([[[[1.0, 3.0]]], [[[2.0, 2.0]]]])  # (2, 1, 1, 2)
+    hint = torch.zeros(2, 1, 1, 2)
+    # Per-sample MSE: (1 + 9) / 2 = 5 and (4 + 4) / 2 = 4.
+    loss = HintLoss(loss_weight=2.0)
+    assert loss(pred, hint).item() == pytest.approx(2.0 * 4.5)
+    assert loss(pred, hint, weight=torch.ones(2)).item() == pytest.approx(2.0 * 4.5)
+    assert loss(pred, hint, weight=torch.tensor([1.0, 0.0])).item() == \
+        pytest.approx(2.0 * 5 / 2)
+    with pytest.raises(ValueError, match='weight must have shape'):
+        loss(pred, hint, weight=torch.ones(2, 1))

@@ -106,72 +106,15 @@ def test_bad_inputs_raise():
         LocationHeatmap(resize_mode='linear')
 
 
-def test_largest_component_keeps_the_biggest_8_connected_region():
-    from mmdaf.models.utils.location_heatmap import largest_connected_region
-    mask = torch.tensor([[1, 1, 0, 0, 0],
-                         [1, 0, 0, 1, 1],
-                         [0, 0, 0, 1, 1],
-                         [0, 0, 1, 0, 0],
-                         [1, 0, 0, 0, 0]], dtype=torch.bool)
-    # Regions: 3 cells top left, 5 cells right (the diagonal (3, 2) joins
-    # it), 1 cell bottom left.
-    expected = torch.zeros(5, 5, dtype=torch.bool)
-    expected[1:3, 3:5] = True
-    expected[3, 2] = True
-    # Second image: two regions of 2 cells; the tie goes to the one with
-    # the smaller label (its largest flat index), the top one.
-    tie = torch.zeros(5, 5, dtype=torch.bool)
-    tie[0, 0:2] = True
-    tie[4, 3:5] = True
-    kept = largest_connected_region(torch.stack([mask, tie])[:, None])
-    assert kept.shape == (2, 1, 5, 5) and kept.dtype == torch.bool
-    assert torch.equal(kept[0, 0], expected)
-    expected_tie = torch.zeros(5, 5, dtype=torch.bool)
-    expected_tie[0, 0:2] = True
-    assert torch.equal(kept[1, 0], expected_tie)
-
-
-def test_largest_component_option_shrinks_the_mask_and_its_area():
-    # Two C3 squares, 4 and 1 cells; C4 and C5 flat (they add nothing).
-    c3, c4, c5 = _feats(1, 16, 16, fill=0.5)
-    c3.zero_()
-    c3[0, 0, 2:4, 2:4] = 1.0
-    c3[0, 0, 10, 10] = 1.0
-    both = LocationHeatmap()([c3, c4, c5], (128, 128))
-    largest = LocationHeatmap(largest_component=True)([c3, c4, c5], (128, 128))
-    assert both.object_mask.sum() == 5 and largest.object_mask.sum() == 4
-    assert largest.object_mask[0, 0, 2:4, 2:4].all()
-    assert largest.object_area.item() == 4 * 64
-    assert torch.equal(largest.heatmap, both.heatmap)
-
-
-def test_stage_weights_weigh_the_stage_maps():
+def test_stage_maps_are_averaged_with_equal_weights():
     # C3 active on rows 0:8 of a 16 x 16 grid, C4 on its cols 0:4 (C3 cols
     # 0:8, nearest resize): stage maps 1 there, 0 elsewhere; C5 flat.
     c3, c4, c5 = _feats(1, 16, 16)
     c3[0, :, 0:8, :] = 1.0
     c4[0, :, :, 0:4] = 1.0
     equal = LocationHeatmap(resize_mode='nearest')([c3, c4, c5], (128, 128))
-    c3_only = LocationHeatmap(resize_mode='nearest',
-                              stage_weights=(1, 0, 0))([c3, c4, c5], (128, 128))
-    weighted = LocationHeatmap(resize_mode='nearest',
-                               stage_weights=(3, 1, 0))([c3, c4, c5], (128, 128))
     # Equal weights: (1 + 1) / 3 where both, 1 / 3 where one; max-normalised.
     assert equal.heatmap[0, 0, 0, 0].item() == pytest.approx(1.0)
     assert equal.heatmap[0, 0, 0, 12].item() == pytest.approx(0.5)
-    # C3 alone: its rows, nothing from C4.
-    assert torch.equal(c3_only.object_mask[0, 0, :8], torch.ones(8, 16, dtype=torch.bool))
-    assert not c3_only.object_mask[0, 0, 8:].any()
-    # 3:1: (3 + 1) / 4 = 1 where both, 0.75 C3 alone, 0.25 C4 alone.
-    assert weighted.heatmap[0, 0, 0, 12].item() == pytest.approx(0.75)
-    assert weighted.heatmap[0, 0, 12, 0].item() == pytest.approx(0.25)
-
-
-def test_stage_weights_errors():
-    with pytest.raises(ValueError, match='stage_weights must be non-negative with a '
-                       r'positive sum, got \(1.0, -1.0, 0.0\)'):
-        LocationHeatmap(stage_weights=(1, -1, 0))
-    with pytest.raises(ValueError, match='stage_weights must be non-negative'):
-        LocationHeatmap(stage_weights=(0, 0, 0))
-    with pytest.raises(ValueError, match='stage_weights has 2 weights for 3 feature maps'):
-        LocationHeatmap(stage_weights=(1, 0))(_feats(1, 8, 8), (64, 64))
+    assert equal.heatmap[0, 0, 12, 0].item() == pytest.approx(0.5)
+    assert equal.heatmap[0, 0, 12, 12].item() == 0.0

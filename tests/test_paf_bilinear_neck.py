@@ -211,3 +211,20 @@ def test_bad_arguments_raise():
         neck((torch.rand(2, 8, 4, 4), ), torch.rand(2, 4, 4))
     with pytest.raises(ValueError, match='saliency_mask must have shape'):
         neck((torch.rand(2, 8, 4, 4), ), torch.rand(3, 1, 4, 4))
+
+
+def test_output_scale_multiplies_the_unit_norm_vector():
+    torch.manual_seed(0)
+    plain = MODELS.build(dict(type='PAFBilinearNeck', in_channels=8, reduced_channels=4,
+                              num_groups=2))
+    scaled = MODELS.build(dict(type='PAFBilinearNeck', in_channels=8, reduced_channels=4,
+                               num_groups=2, output_scale=16.0))
+    scaled.load_state_dict(plain.state_dict())
+    feats = torch.randn(3, 8, 5, 5)
+    plain_out, = plain((feats, ))
+    scaled_out, = scaled((feats, ))
+    assert plain_out.shape == (3, 8)
+    torch.testing.assert_close(plain_out.norm(dim=1), torch.ones(3))
+    torch.testing.assert_close(scaled_out, 16.0 * plain_out)
+    with pytest.raises(ValueError, match='output_scale must be > 0, got 0'):
+        MODELS.build(dict(type='PAFBilinearNeck', in_channels=8, output_scale=0))

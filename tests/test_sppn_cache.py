@@ -18,12 +18,9 @@ STRIDE8_ONLY = dict(type='AnchorGenerator', strides=[8], ratios=[0.5, 1.0, 2.0],
 
 # ---------------------------------------------------------------- reference
 def ref_candidates(head, anchors, img_shape, object_mask, num_imgs):
-    """(B, M) candidate mask: centre in the mask (nearest cell), inside the
-    image with ``inside_image``, all anchors for an image that keeps none."""
+    """(B, M) candidate mask: centre in the mask (nearest cell), all anchors
+    for an image that keeps none."""
     keep = torch.ones(num_imgs, anchors.shape[0], dtype=torch.bool)
-    if head.inside_image:
-        keep &= ((anchors[:, 0] >= 0) & (anchors[:, 1] >= 0)
-                 & (anchors[:, 2] <= img_shape[1]) & (anchors[:, 3] <= img_shape[0]))
     if object_mask is not None:
         mask = object_mask[:, 0].bool()
         mask_h, mask_w = mask.shape[-2:]
@@ -138,7 +135,7 @@ def head_and_feats(head_kwargs, img_shape, batch=3, seed=0):
 
 HEADS = [
     dict(),  # three levels, box regression
-    dict(regress_boxes=False, inside_image=True),
+    dict(regress_boxes=False),
     dict(num_parts=1, nms_iou_thr=0.3),  # 0.3 is not a float32
     dict(num_parts=8, pre_nms_topk=40),  # k below the NMS prefix
     dict(anchor_generator=STRIDE8_ONLY, regress_boxes=False, nms_iou_thr=0.7),
@@ -238,10 +235,10 @@ def test_grid_anchors_are_cached_per_size_dtype_and_device():
 @pytest.mark.parametrize('mask_kind', ['none', 'random'])
 def test_same_grid_other_image_size_gets_its_own_candidates_and_boxes(mask_kind):
     """64 x 64 and 58 x 58 share the 8 x 8 stride-8 grid (the same anchors)
-    but not the inside-image rule, the mask cell of each anchor centre, nor
-    the clipping of the fixed boxes."""
+    but not the mask cell of each anchor centre, nor the clipping of the
+    fixed boxes."""
     head, feats = head_and_feats(dict(anchor_generator=STRIDE8_ONLY, regress_boxes=False,
-                                      inside_image=True, num_parts=8), (64, 64))
+                                      num_parts=8), (64, 64))
     mask = make_mask(mask_kind, 3, (64, 64))
     for img_shape in [(64, 64), (58, 58), (64, 64)]:
         assert_same(head.propose(feats, img_shape, mask),
@@ -249,7 +246,8 @@ def test_same_grid_other_image_size_gets_its_own_candidates_and_boxes(mask_kind)
     small, large = (head._dense_candidates(feats, img_shape, mask)
                     for img_shape in [(58, 58), (64, 64)])
     assert small.anchors is large.anchors
-    assert not torch.equal(small.is_candidate, large.is_candidate)
+    # Without a mask every anchor is a candidate at either size.
+    assert torch.equal(small.is_candidate, large.is_candidate) == (mask is None)
     assert small.fixed_boxes.max() == 58 and large.fixed_boxes.max() > 58
 
 

@@ -1,16 +1,13 @@
-"""Part-sized proposals and sampled ranking anchors: ``FinestLevelFPN``,
-``SPPNHead(rank_samples)`` and ``DAFClassifier.single_box_ce``, on hand-made
-inputs."""
+"""Part-sized proposals and sampled ranking anchors: ``FinestLevelFPN`` and
+``SPPNHead`` (fixed anchors, ``rank_samples``, ``rank_interval``), on
+hand-made inputs. What the classifier ranks them by is tested with the
+ranking targets (``tests/test_part_image_rank_target.py``,
+``tests/test_window_rank_target.py``) and in ``tests/test_daf_classifier.py``."""
 from unittest.mock import patch
 
 import pytest
 import torch
-import torch.nn.functional as F
-from test_daf_training_switches import batch, build, running_stats, student_cfg
 from test_sppn_head import _fpn_feats, _head
-
-from mmdaf.models.losses import PartRankingLoss
-from mmdaf.models.utils import crop_around_boxes
 
 STRIDE8_ONLY = dict(type='AnchorGenerator', strides=[8], ratios=[0.5, 1.0, 2.0],
                     octave_base_scale=1.25, scales_per_octave=2, center_offset=0.5)
@@ -140,70 +137,6 @@ def test_rank_samples_arguments_are_checked():
                   sample_ce=torch.zeros(1, 3))
 
 
-def _rank_sampling_model(single_box_crop: int = 0, **head_overrides):
-    head = dict(student_cfg().sppn_head, rank_samples=3, **head_overrides)
-    return build(sppn_head=head, single_box_crop=single_box_crop)
-
-
-def test_single_box_ce_is_the_ce_of_one_kept_box_without_gradient():
-    model = _rank_sampling_model().train()
-    data = batch()
-    labels = torch.tensor([0, 1])
-    boxes = torch.tensor([[[0., 0., 16., 16.], [8., 8., 40., 24.]],
-                          [[30., 30., 64., 64.], [0., 20., 12., 60.]]])
-    before = running_stats(model.backbone)
-    ce = model.single_box_ce(data['inputs'], boxes, labels)
-    assert ce.shape == (2, 2) and ce.dtype == torch.float32 and not ce.requires_grad
-    # part_bn='clean' without recorded statistics: running statistics, untouched.
-    after = running_stats(model.backbone)
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    model.eval()
-    for img in range(2):
-        for k in range(2):
-            part = model.part_image_generator(data['inputs'][img:img + 1],
-                                              boxes[img:img + 1, k:k + 1])
-            with torch.no_grad():
-                logits = model.student_logits(model.backbone(part))
-            expected = F.cross_entropy(logits, labels[img:img + 1])
-            torch.testing.assert_close(ce[img, k], expected)
-
-
-def test_training_step_ranks_proposals_with_the_sampled_anchors():
-    model = _rank_sampling_model(
-        loss_rank=dict(type='PartRankingLoss', margin=1.0, loss_weight=1.0)).train()
-    data = batch()
-    with torch.no_grad():
-        student = model.run_student(data['inputs'])
-    assert student.sample_boxes.shape == (2, 3, 4)
-    assert student.sample_scores.shape == (2, 3)
-    model.eval()
-    with torch.no_grad():
-        assert model.run_student(data['inputs']).sample_boxes is None
-
-    model.train()
-    captured = {}
-    head_loss = model.sppn_head.loss
-
-    def record_loss(*args, **kwargs):
-        captured.update(args=args, kwargs=kwargs)
-        return head_loss(*args, **kwargs)
-
-    with patch.object(model.sppn_head, 'loss', side_effect=record_loss):
-        losses = model(**data, mode='loss')
-    _, scores, part_ce, _ = captured['args']
-    sample_scores, sample_ce = (captured['kwargs']['sample_scores'],
-                                captured['kwargs']['sample_ce'])
-    assert sample_scores.shape == (2, 3) and sample_scores.requires_grad
-    assert sample_ce.shape == (2, 3) and not sample_ce.requires_grad
-    assert torch.isfinite(sample_ce).all() and (sample_ce > 0).all()
-    # loss_rank is the hinge over all 4 + 3 boxes (part_loss_scale 1, weight 1).
-    ranking = PartRankingLoss(margin=1.0)
-    expected = ranking(torch.cat([scores, sample_scores], 1),
-                       torch.cat([part_ce, sample_ce], 1))
-    torch.testing.assert_close(losses['loss_rank'], expected)
-    assert not torch.isclose(expected, ranking(scores, part_ce))
-
-
 def test_propose_and_sample_is_propose_plus_a_draw_from_one_dense_pass():
     torch.manual_seed(0)
     head = _fixed_head(rank_samples=4)
@@ -253,119 +186,30 @@ def test_rank_interval_samples_every_kth_step_and_scales_the_loss():
     assert torch.equal(two_scores.grad, torch.zeros(1, 2))
 
 
-def test_training_steps_with_rank_interval_draw_samples_on_schedule():
-    model = _rank_sampling_model(rank_interval=2).train()
-    data = batch()
-    drawn = []
-    for _ in range(4):
-        with torch.no_grad():
-            drawn.append(model.run_student(data['inputs']).sample_boxes is not None)
-    assert drawn == [True, False, True, False]
-    # Evaluation neither draws nor advances the schedule.
-    model.eval()
+def test_sppn_loss_without_a_ranking_target_only_on_a_step_that_ranks_nothing():
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]])
+    scores = torch.tensor([[0.5, 0.1]], requires_grad=True)
+    area = torch.tensor([400.0])
+    with pytest.raises(ValueError, match='part_ce is None, but this step ranks the boxes '
+                       r'\(rank_interval=1, samples not given\)'):
+        _head().loss(boxes, scores, None, area)
+    head = _head(rank_samples=2, rank_interval=2)
+    assert head.loss(boxes, scores, None, area)['loss_rank'].item() == 0.0
+
+
+def test_fixed_anchor_head_proposes_clipped_anchors_and_has_no_regression_branch():
+    torch.manual_seed(0)
+    head = _head(regress_boxes=False)
+    assert not hasattr(head, 'reg_conv')
+    size = 64
     with torch.no_grad():
-        assert model.run_student(data['inputs']).sample_boxes is None
-    model.train()
-    losses = model(**data, mode='loss')  # the 5th training forward: ranks
-    assert losses['loss_rank'].item() > 0
-    losses = model(**data, mode='loss')  # the 6th: no samples, zero ranking loss
-    assert losses['loss_rank'].item() == 0.0
-
-
-def test_single_box_crop_ranks_by_the_window_around_each_box():
-    model = build(sppn_head=dict(student_cfg().sppn_head, rank_samples=2),
-                  single_box_crop=16).eval()
-    data = batch()
-    labels = torch.tensor([0, 1])
-    boxes = torch.tensor([[[0., 0., 8., 8.], [20., 20., 30., 28.]],
-                          [[50., 50., 64., 64.], [24., 8., 36., 20.]]])
-    ce = model.single_box_ce(data['inputs'], boxes, labels)
-    assert ce.shape == (2, 2) and not ce.requires_grad
-    for img in range(2):
-        for k in range(2):
-            part = model.part_image_generator(data['inputs'][img:img + 1],
-                                              boxes[img:img + 1, k:k + 1])
-            window = crop_around_boxes(part, boxes[img, k:k + 1], 16)
-            assert window.shape == (1, 3, 16, 16)
-            with torch.no_grad():
-                logits = model.student_logits(model.backbone(window))
-            torch.testing.assert_close(ce[img, k],
-                                       F.cross_entropy(logits, labels[img:img + 1]))
-    with pytest.raises(ValueError, match='single_box_crop must be >= 0, got -1'):
-        build(single_box_crop=-1)
-    with pytest.raises(ValueError, match='got scale=0.5, zoom_context=0.0'):
-        build(single_box_crop=24, part_images=dict(type='PartImageGenerator', scale=0.5))
-    with pytest.raises(ValueError, match='got scale=1.0, zoom_context=2.0'):
-        build(single_box_crop=24,
-              part_images=dict(type='PartImageGenerator', zoom_context=2.0))
-
-
-def test_proposal_rank_ce_window_ranks_proposals_by_their_windows_too():
-    model = build(sppn_head=dict(student_cfg().sppn_head, rank_samples=3,
-                                 loss_rank=dict(type='PartRankingLoss', margin=1.0,
-                                                loss_weight=1.0)),
-                  single_box_crop=16, proposal_rank_ce='window').train()
-    data = batch()
-    captured = {}
-    head_loss, box_ce = model.sppn_head.loss, model.single_box_ce
-
-    def record_loss(*args, **kwargs):
-        captured.update(args=args, kwargs=kwargs)
-        return head_loss(*args, **kwargs)
-
-    def record_ce(inputs, boxes, labels, clean_bn_stats=None):
-        captured.update(ce_boxes=boxes)
-        captured['ce'] = box_ce(inputs, boxes, labels, clean_bn_stats)
-        return captured['ce']
-
-    with patch.object(model.sppn_head, 'loss', side_effect=record_loss), \
-            patch.object(model, 'single_box_ce', side_effect=record_ce) as ce_calls:
-        losses = model(**data, mode='loss')
-    # One call on the 4 proposals then the 3 samples of each image.
-    assert ce_calls.call_count == 1 and captured['ce_boxes'].shape == (2, 7, 4)
-    proposals, scores, part_ce, _ = captured['args']
-    torch.testing.assert_close(captured['ce_boxes'][:, :4], proposals)
-    torch.testing.assert_close(part_ce, captured['ce'][:, :4])
-    torch.testing.assert_close(captured['kwargs']['sample_ce'], captured['ce'][:, 4:])
-    expected = PartRankingLoss(margin=1.0)(
-        torch.cat([scores, captured['kwargs']['sample_scores']], 1), captured['ce'])
-    torch.testing.assert_close(losses['loss_rank'], expected)
-
-
-def test_proposal_rank_ce_is_checked():
-    with pytest.raises(ValueError, match="proposal_rank_ce must be one of "
-                       r"\('part_image', 'window'\), got 'crop'"):
-        build(proposal_rank_ce='crop')
-    # Without windows the samples are whole images like the part images:
-    # the proposals keep their part images' cross entropy, one call for the
-    # samples alone.
-    model = build(sppn_head=dict(student_cfg().sppn_head, rank_samples=3),
-                  single_box_crop=0, proposal_rank_ce='window').train()
-    data = batch()
-    boxes = torch.tensor([[[0., 0., 16., 16.]] * 4, [[8., 8., 24., 24.]] * 4])
-    samples = torch.tensor([[[30., 30., 40., 40.]] * 3, [[0., 0., 10., 10.]] * 3])
-    part_ce = torch.arange(8.).view(2, 4)
-    with patch.object(model, 'single_box_ce', wraps=model.single_box_ce) as ce_calls:
-        proposal_ce, sample_ce = model.ranked_sample_ce(
-            data['inputs'], boxes, samples, torch.tensor([0, 1]), part_ce)
-    assert proposal_ce is part_ce and sample_ce.shape == (2, 3)
-    assert ce_calls.call_count == 1 and ce_calls.call_args.args[1] is samples
-
-
-def test_single_box_ce_crop_argument_overrides_the_configured_window():
-    windowed = build(sppn_head=dict(student_cfg().sppn_head, rank_samples=2),
-                     single_box_crop=16).eval()
-    whole = build(sppn_head=dict(student_cfg().sppn_head, rank_samples=2),
-                  single_box_crop=0).eval()
-    data = batch()
-    labels = torch.tensor([0, 1])
-    boxes = torch.tensor([[[0., 0., 8., 8.], [20., 20., 30., 28.]],
-                          [[50., 50., 64., 64.], [24., 8., 36., 20.]]])
-    # Same seed, same weights: crop=0 is the whole-image model's answer and
-    # crop=16 the windowed model's default.
-    torch.testing.assert_close(windowed.single_box_ce(data['inputs'], boxes, labels, crop=0),
-                               whole.single_box_ce(data['inputs'], boxes, labels))
-    torch.testing.assert_close(whole.single_box_ce(data['inputs'], boxes, labels, crop=16),
-                               windowed.single_box_ce(data['inputs'], boxes, labels))
-    assert not torch.allclose(windowed.single_box_ce(data['inputs'], boxes, labels),
-                              whole.single_box_ce(data['inputs'], boxes, labels))
+        boxes, _ = head.propose(_fpn_feats(2, size, size), (size, size))
+    sizes = [(size // stride_h, size // stride_w)
+             for stride_w, stride_h in head.prior_generator.strides]
+    anchors = torch.cat(head.prior_generator.grid_priors(sizes, device='cpu'))
+    anchors = torch.stack([anchors[:, 0].clamp(0, size), anchors[:, 1].clamp(0, size),
+                           anchors[:, 2].clamp(0, size), anchors[:, 3].clamp(0, size)], 1)
+    assert boxes.shape == (2, head.num_parts, 4)
+    for image_boxes in boxes:
+        for box in image_boxes:
+            assert torch.isclose(anchors, box).all(dim=1).any(), box

@@ -6,5 +6,5 @@
 _base_ = ['../daf_r18_synthetic.py']
 
 model = dict(
-    distill=dict(_delete_=True, student_channels=128, teacher_channels=128,
-                 gate='teacher_correct'))
+    distill=dict(_delete_=True, type='DAFDistiller', student_channels=128,
+                 teacher_channels=128, gate='teacher_correct'))

@@ -7,7 +7,7 @@
 # the box mask when the boxes are right.
 _base_ = ['../daf_r18_synthetic.py', '../_base_/datasets/synthetic_fgvc_part_boxes.py']
 
-model = dict(teacher_mask_boxes='ground_truth')
+model = dict(teacher=dict(mask_boxes='ground_truth'))
 
 train_dataloader = dict(dataset={{_base_.part_box_train_dataset}})
 val_dataloader = dict(dataset={{_base_.part_box_test_dataset}})

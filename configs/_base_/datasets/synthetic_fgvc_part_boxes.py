@@ -1,5 +1,5 @@
 # The synthetic set's dataloaders for the oracle controls only
-# (model.part_pool.boxes or model.teacher_mask_boxes = 'ground_truth'): each
+# (model.part_pool.boxes or model.teacher.mask_boxes = 'ground_truth'): each
 # sample also carries its true parts as gt_bboxes, flipped with the image by
 # RandomFlip. The parts are 12 px squares centred on the beak, eye, wing and
 # tail regions (parts/parts.txt ids 1, 3, 4, 5) of parts/part_boxes.txt. The

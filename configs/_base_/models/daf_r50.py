@@ -59,6 +59,8 @@ model = dict(
         loss_overlap=dict(type='PartOverlapLoss', alpha=1.0, loss_weight=1.0),
         loss_area=dict(type='PartAreaLoss', loss_weight=1.0),
     ),
+    # The paper's ranking target: each proposal's part image's cross entropy.
+    rank_target=dict(type='PartImageRankTarget'),
     part_images=dict(blur_sigma_ratio=1 / 50, noise_std=1.0, scale=1.0),
     loss_concentrate=dict(type='ConcentrateLoss', top_m=3, loss_weight=1.0),
     teacher=dict(
@@ -89,6 +91,8 @@ model = dict(
     ),
     # Hint on C4 (1024 channels in both nets), soft targets at T=4.
     distill=dict(
+        type='DAFDistiller',
+        gate='all',
         student_channels=1024,
         teacher_channels=1024,
         loss_hint=dict(type='HintLoss', loss_weight=1.0),

@@ -1,14 +1,19 @@
 """SPPN: saliency part proposal network (paper Sec. 3.3)."""
 import copy
-from typing import Callable, Dict, Hashable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmdet.registry import MODELS, TASK_UTILS
 from mmengine.model import BaseModule
 from mmengine.structures import InstanceData
 from torch import Tensor
+
+from ..utils.anchor_candidates import DenseCandidates, anchor_mask_cells, select_candidates
+from ..utils.conv_tower import conv_tower
+from ..utils.part_nms import first_nms_survivors, pick_first_n
+from ..utils.prior_cache import cached_build, prior_key
+from .rank_sampling import RankSamplingMixin
 
 # Default anchors for PARTS, not objects. A part is roughly 1/4 to 1/2 of the
 # object's side; at input 448 an object spans about 200-450 px, so parts span
@@ -42,29 +47,8 @@ PRIOR_CACHE_SIZE = 32
 NMS_PREFIX_PER_PART = 16
 
 
-class DenseCandidates(NamedTuple):
-    """One dense pass of the head over a batch, with its candidate anchors.
-
-    Attributes:
-        anchors (Tensor): (M, 4) xyxy anchors in input pixels (cached, shared
-            between calls: never modify it in place).
-        scores (Tensor): (B, M) raw anchor scores.
-        deltas (Tensor): (B, M, 4) box deltas.
-        is_candidate (Tensor): (B, M) bool candidate mask.
-        fixed_boxes (Tensor, optional): (M, 4) the anchors decoded with zero
-            deltas and clipped to the input (cached), without
-            ``regress_boxes``; None otherwise.
-    """
-
-    anchors: Tensor
-    scores: Tensor
-    deltas: Tensor
-    is_candidate: Tensor
-    fixed_boxes: Optional[Tensor]
-
-
 @MODELS.register_module()
-class SPPNHead(BaseModule):
+class SPPNHead(RankSamplingMixin, BaseModule):
     """RetinaNet-like part proposal head trained without box annotations.
 
     On every FPN level (weights shared across levels): a tower of
@@ -98,10 +82,8 @@ class SPPNHead(BaseModule):
         regress_boxes (bool): False scores fixed anchors and regresses nothing,
             as NTS-Net does: the boxes are the chosen anchors (clipped to the
             image) and the regression tower is not built. True (default)
-            decodes per-anchor deltas, which the part images train only when
-            their generator is differentiable in the boxes
-            (``PartImageGenerator(soft_edge>0)``); otherwise only R_IOU and
-            R_area move them.
+            decodes per-anchor deltas, trained by R_IOU and R_area (the part
+            images detach the boxes).
         init_cfg (dict or list[dict], optional): initialisation config.
             Defaults to normal(std=0.01) on every conv with zero bias,
             RetinaHead's choice, so that initial deltas are near zero.
@@ -112,11 +94,6 @@ class SPPNHead(BaseModule):
             head already scores highest, so anchors it never proposes get no
             content signal (docs/benchmarks.md, "Why the defaults").
             Defaults to 0 (the paper).
-        inside_image (bool): True keeps only the anchors that lie wholly
-            inside the image as candidates (with the object mask, where
-            given): a prior that needs no heatmap against proposals on the
-            image border, whose part images keep mostly nothing. Defaults to
-            False (the paper).
         rank_interval (int): with ``rank_samples``, draw the samples and
             apply the ranking loss on every k-th training forward only, the
             loss multiplied by k: the same expected ranking gradient per step
@@ -153,7 +130,6 @@ class SPPNHead(BaseModule):
                  regress_boxes: bool = True,
                  init_cfg: Optional[dict] = DEFAULT_INIT_CFG,
                  rank_samples: int = 0,
-                 inside_image: bool = False,
                  rank_interval: int = 1,
                  tower_norm_groups: int = 0):
         super().__init__(init_cfg=init_cfg)
@@ -181,7 +157,6 @@ class SPPNHead(BaseModule):
         self.rank_samples = rank_samples
         self.rank_interval = rank_interval
         self._rank_step_count = 0
-        self.inside_image = inside_image
         self.regress_boxes = regress_boxes
         self.pre_nms_topk = pre_nms_topk
         self.nms_iou_thr = nms_iou_thr
@@ -200,13 +175,13 @@ class SPPNHead(BaseModule):
                              f'{self.prior_generator.num_base_priors}')
         self.num_anchors = anchors_per_level.pop()
 
-        self.score_tower = _conv_tower(in_channels, feat_channels, stacked_convs,
-                                       tower_norm_groups)
+        self.score_tower = conv_tower(in_channels, feat_channels, stacked_convs,
+                                      tower_norm_groups)
         tower_channels = feat_channels if stacked_convs > 0 else in_channels
         self.score_conv = nn.Conv2d(tower_channels, self.num_anchors, 3, padding=1)
         if regress_boxes:
-            self.reg_tower = _conv_tower(in_channels, feat_channels, stacked_convs,
-                                         tower_norm_groups)
+            self.reg_tower = conv_tower(in_channels, feat_channels, stacked_convs,
+                                        tower_norm_groups)
             self.reg_conv = nn.Conv2d(tower_channels, self.num_anchors * 4, 3,
                                       padding=1)
 
@@ -268,38 +243,20 @@ class SPPNHead(BaseModule):
         dense = self._dense_candidates(feats, img_shape, object_mask)
         return self._top_n(dense, img_shape)
 
-    def propose_and_sample(self,
-                           feats: Sequence[Tensor],
-                           img_shape: Tuple[int, int],
-                           object_mask: Optional[Tensor] = None
-                           ) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-        """:meth:`propose` and :meth:`sample_anchors` (``rank_samples``
-        anchors) from one dense pass of the head, as the training step needs.
-
-        Returns:
-            tuple: ``boxes`` (B, N, 4), ``scores`` (B, N), ``sample_boxes``
-            (B, K, 4), ``sample_scores`` (B, K); all keep their graph.
-        """
-        dense = self._dense_candidates(feats, img_shape, object_mask)
-        boxes, scores = self._top_n(dense, img_shape)
-        sample_boxes, sample_scores = self._draw(dense, img_shape, self.rank_samples)
-        return boxes, scores, sample_boxes, sample_scores
-
     def _dense_candidates(self, feats: Sequence[Tensor], img_shape: Tuple[int, int],
                           object_mask: Optional[Tensor]) -> DenseCandidates:
         """:meth:`dense_scores` with the candidate mask of its anchors, both
         looked up in the prior cache."""
         anchors, scores, deltas = self.dense_scores(feats)
-        key = _prior_key([feat.shape[-2:] for feat in feats], scores.dtype,
-                         scores.device)
+        key = prior_key([feat.shape[-2:] for feat in feats], scores.dtype,
+                        scores.device)
         img_shape = (int(img_shape[0]), int(img_shape[1]))
         mask_size = None if object_mask is None else tuple(object_mask.shape[-2:])
-        inside, cells = self._cached(
+        cells = self._cached(
             ('candidates', key, img_shape, mask_size),
-            lambda: self._candidate_geometry(anchors, img_shape, mask_size))
-        is_candidate = self._select_candidates(inside, cells, object_mask,
-                                               scores.shape[0], anchors.shape[0],
-                                               anchors.device)
+            lambda: anchor_mask_cells(anchors, img_shape, mask_size))
+        is_candidate = select_candidates(cells, object_mask, scores.shape[0],
+                                         anchors.shape[0], anchors.device)
         fixed_boxes = None
         if not self.regress_boxes:
             # Zero deltas: the decoded boxes depend on the anchors alone.
@@ -344,8 +301,8 @@ class SPPNHead(BaseModule):
             num_first = num_topk
             boxes = self._boxes_at(dense, topk_idx, img_shape)
             survived = self._nms_survivors(boxes, topk_scores, topk_valid)
-        picked = self._pick_n(survived, topk_valid[:, :num_first],
-                              topk_scores[:, :num_first])
+        picked = pick_first_n(survived, topk_valid[:, :num_first],
+                              topk_scores[:, :num_first], self.num_parts)
         part_boxes = boxes.gather(1, picked[..., None].expand(-1, -1, 4))
         return part_boxes, topk_scores.gather(1, picked)
 
@@ -366,26 +323,15 @@ class SPPNHead(BaseModule):
             Tensor: (M, 4) xyxy anchors in input pixels, in mmdet's prior
             order ((y, x, anchor) per level, finest level first).
         """
-        key = _prior_key(featmap_sizes, dtype, device)
+        key = prior_key(featmap_sizes, dtype, device)
         sizes = list(key[0])
         return self._cached(('anchors', key), lambda: torch.cat(
             self.prior_generator.grid_priors(sizes, dtype=dtype, device=device)))
 
     def _cached(self, key: Hashable, build: Callable[[], object]):
-        """``build()``, computed once per key.
-
-        Built without autograd and outside inference mode, so that an entry
-        made in an evaluation under ``torch.inference_mode`` still serves a
-        later training step. The oldest entry goes when the cache is full.
-        """
-        if key in self._prior_cache:
-            return self._prior_cache[key]
-        with torch.inference_mode(False), torch.no_grad():
-            value = build()
-        if len(self._prior_cache) >= PRIOR_CACHE_SIZE:
-            self._prior_cache.pop(next(iter(self._prior_cache)))
-        self._prior_cache[key] = value
-        return value
+        """``build()``, computed once per key (:func:`cached_build`, at most
+        ``PRIOR_CACHE_SIZE`` entries)."""
+        return cached_build(self._prior_cache, key, build, PRIOR_CACHE_SIZE)
 
     def dense_scores(self, feats: Sequence[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
         """Anchors, scores and deltas of every level, flattened.
@@ -411,51 +357,10 @@ class SPPNHead(BaseModule):
         ], dim=1)
         return anchors, scores, deltas
 
-    def sample_anchors(self,
-                       feats: Sequence[Tensor],
-                       img_shape: Tuple[int, int],
-                       object_mask: Optional[Tensor] = None,
-                       num_samples: Optional[int] = None,
-                       generator: Optional[torch.Generator] = None
-                       ) -> Tuple[Tensor, Tensor]:
-        """Boxes and scores of anchors drawn uniformly among the candidates.
-
-        These are the extra boxes the ranking loss orders (``rank_samples``):
-        drawn among the anchors whose centre lies in ``object_mask``, without
-        replacement unless some image of the batch has fewer than K
-        candidates (then with replacement, for the whole batch).
-
-        Args:
-            feats (Sequence[Tensor]): FPN levels, finest first.
-            img_shape (Tuple[int, int]): (H, W) of the network input.
-            object_mask (Tensor, optional): (B, 1, h, w) bool object mask.
-            num_samples (int, optional): K; defaults to ``rank_samples``.
-            generator (torch.Generator, optional): random source of the draw.
-
-        Returns:
-            tuple: ``boxes`` (B, K, 4) xyxy input pixels, clipped (decoded with
-            the deltas under ``regress_boxes``), and ``scores`` (B, K), still
-            attached to the graph.
-        """
-        num_samples = self.rank_samples if num_samples is None else num_samples
-        if num_samples < 1:
-            raise ValueError(f'num_samples must be >= 1, got {num_samples}')
-        dense = self._dense_candidates(feats, img_shape, object_mask)
-        return self._draw(dense, img_shape, num_samples, generator)
-
-    def _draw(self, dense: DenseCandidates, img_shape: Tuple[int, int], num_samples: int,
-              generator: Optional[torch.Generator] = None) -> Tuple[Tensor, Tensor]:
-        is_candidate = dense.is_candidate
-        enough = bool((is_candidate.sum(dim=1) >= num_samples).all())
-        picked = torch.multinomial(is_candidate.float(), num_samples,
-                                   replacement=not enough, generator=generator)  # (B, K)
-        return self._boxes_at(dense, picked, img_shape), dense.scores.gather(1, picked)
-
     def anchor_candidates(self, anchors: Tensor, img_shape: Tuple[int, int],
                           object_mask: Optional[Tensor],
                           num_imgs: int) -> Tensor:
-        """Which anchors are candidates: centre inside the object mask and,
-        with ``inside_image``, the whole anchor inside the image.
+        """Which anchors are candidates: centre inside the object mask.
 
         Args:
             anchors (Tensor): (M, 4) xyxy anchors in input pixels.
@@ -464,83 +369,20 @@ class SPPNHead(BaseModule):
             num_imgs (int): B, used when ``object_mask`` is None.
 
         Returns:
-            Tensor: (B, M) bool; an image whose rules keep no anchor keeps all.
+            Tensor: (B, M) bool; an image whose mask keeps no anchor keeps all.
         """
         mask_size = None if object_mask is None else tuple(object_mask.shape[-2:])
-        inside, cells = self._candidate_geometry(anchors, img_shape, mask_size)
-        return self._select_candidates(inside, cells, object_mask, num_imgs,
-                                       anchors.shape[0], anchors.device)
-
-    def _candidate_geometry(self, anchors: Tensor, img_shape: Tuple[int, int],
-                            mask_size: Optional[Tuple[int, int]]
-                            ) -> Tuple[Optional[Tensor], Optional[Tensor]]:
-        """What the candidate rules need of the anchors, image-independent.
-
-        Args:
-            anchors (Tensor): (M, 4) xyxy anchors in input pixels.
-            img_shape (Tuple[int, int]): (H, W) of the input.
-            mask_size (Tuple[int, int], optional): (h, w) of the object mask.
-
-        Returns:
-            tuple: ``inside`` (M,) bool, the anchors wholly inside the image
-            (None without ``inside_image``), and ``cells`` (M,) long, the
-            flat index ``row * w + col`` of the mask cell holding each
-            anchor centre (nearest lookup; None without a mask).
-        """
-        inside = None
-        if self.inside_image:
-            height, width = img_shape
-            inside = ((anchors[:, 0] >= 0) & (anchors[:, 1] >= 0)
-                      & (anchors[:, 2] <= width) & (anchors[:, 3] <= height))
-        if mask_size is None:
-            return inside, None
-        mask_h, mask_w = mask_size
-        centres_x = (anchors[:, 0] + anchors[:, 2]) / 2
-        centres_y = (anchors[:, 1] + anchors[:, 3]) / 2
-        cols = (centres_x * mask_w / img_shape[1]).floor().long().clamp(0, mask_w - 1)
-        rows = (centres_y * mask_h / img_shape[0]).floor().long().clamp(0, mask_h - 1)
-        return inside, rows * mask_w + cols
-
-    @staticmethod
-    def _select_candidates(inside: Optional[Tensor], cells: Optional[Tensor],
-                           object_mask: Optional[Tensor], num_imgs: int,
-                           num_anchors: int, device: torch.device) -> Tensor:
-        """(B, M) candidate mask from :meth:`_candidate_geometry`'s tensors."""
-        if object_mask is None:
-            if inside is None:
-                return torch.ones((num_imgs, num_anchors), dtype=torch.bool,
-                                  device=device)
-            is_candidate = inside.expand(num_imgs, num_anchors)
-            return is_candidate | ~is_candidate.any(dim=1, keepdim=True)
-        if object_mask.dim() != 4 or object_mask.shape[1] != 1:
-            raise ValueError(f'object_mask must be (B, 1, h, w), got '
-                             f'{tuple(object_mask.shape)}')
-        if object_mask.shape[0] != num_imgs:
-            raise ValueError(f'object_mask has batch size {object_mask.shape[0]}, '
-                             f'the features have {num_imgs}')
-        # One gather over the flattened mask serves the whole batch.
-        is_candidate = object_mask[:, 0].bool().flatten(1).index_select(1, cells)
-        if inside is not None:
-            is_candidate = is_candidate & inside
-        return is_candidate | ~is_candidate.any(dim=1, keepdim=True)
+        cells = anchor_mask_cells(anchors, img_shape, mask_size)
+        return select_candidates(cells, object_mask, num_imgs, anchors.shape[0],
+                                 anchors.device)
 
     def _nms_survivors(self, boxes: Tensor, scores: Tensor, valid: Tensor) -> Tensor:
-        """(B, k) bool: the first N valid candidates that greedy NMS keeps.
+        """(B, k) bool: the first N valid candidates that greedy NMS keeps
+        (:func:`first_nms_survivors`).
 
-        The top-k list is already in NMS order (score descending, ties in
-        top-k order, as torchvision's stable sort leaves them), and greedy NMS
-        decides each box from the kept boxes before it only. So the first N
-        survivors come from N rounds over the whole batch at once: keep each
-        image's first live candidate, then drop the candidates it overlaps
-        (itself included); later survivors, which :meth:`_pick_n` never
-        reaches, are not sought. An image with fewer than N survivors gets all
-        of them, as a full NMS would. Overlaps are decided as torchvision's CPU
-        ``nms`` decides them (:func:`_iou_above`), so the kept boxes are the
-        same.
-
-        A short list (the prefix :meth:`_top_n` tries first) gets all its
-        pairwise overlaps at once, which leaves three small ops per round; a
-        long one gets the kept box's overlaps round by round.
+        A short list (at most ``NMS_PREFIX_PER_PART * num_parts`` entries,
+        the prefix :meth:`_top_n` tries first) gets all its pairwise overlaps
+        at once; a long one gets the kept box's overlaps round by round.
 
         Args:
             boxes (Tensor): (B, k, 4) xyxy candidate boxes, in top-k order.
@@ -551,76 +393,9 @@ class SPPNHead(BaseModule):
         Returns:
             Tensor: (B, k) bool.
         """
-        num_topk = valid.shape[1]
-        # Coordinates first, (4, B, k + 1), so that the overlaps below run
-        # over contiguous rows. A zero box at the end overlaps nothing: the
-        # greedy rounds use position k as "no live candidate left".
-        coords = F.pad(boxes.detach().float().permute(2, 0, 1), (0, 1))
-        areas = (coords[2] - coords[0]) * (coords[3] - coords[1])  # (B, k + 1)
-        if num_topk <= NMS_PREFIX_PER_PART * self.num_parts:
-            suppresses = _iou_above(coords[..., None], areas[..., None],
-                                    coords[:, :, None], areas[:, None],
-                                    self.nms_iou_thr)  # (B, k + 1, k + 1)
-            # Keeping a candidate removes it; the zero box stays live.
-            suppresses.diagonal(dim1=1, dim2=2)[:, :num_topk] = True
-
-            def suppressed_by(first: Tensor) -> Tensor:
-                return suppresses.gather(
-                    1, first[..., None].expand(-1, -1, num_topk + 1)).squeeze(1)
-        else:
-            positions = torch.arange(num_topk + 1, device=coords.device)
-
-            def suppressed_by(first: Tensor) -> Tensor:
-                kept = coords.gather(2, first.expand(4, -1, -1))  # (4, B, 1)
-                above = _iou_above(kept, areas.gather(1, first), coords, areas,
-                                   self.nms_iou_thr)  # (B, k + 1)
-                return above | ((positions == first) & (first < num_topk))
-
-        return self._greedy_survivors(valid, suppressed_by)
-
-    def _greedy_survivors(self, valid: Tensor,
-                          suppressed_by: Callable[[Tensor], Tensor]) -> Tensor:
-        """N greedy NMS rounds over (B, k) candidates.
-
-        Args:
-            valid (Tensor): (B, k) bool, the candidates, in NMS order.
-            suppressed_by (Callable): (B, 1) positions in [0, k] -> (B, k + 1)
-                bool, what keeping them removes; position k is a placeholder
-                that removes nothing.
-
-        Returns:
-            Tensor: (B, k) bool, the kept positions.
-        """
-        num_imgs, num_topk = valid.shape
-        # uint8 for argmax, which returns the first maximum: the best live
-        # candidate, or the always live placeholder k once none is left.
-        alive = F.pad(valid.to(torch.uint8), (0, 1), value=1)
-        kept = []
-        for _ in range(self.num_parts):
-            first = alive.argmax(dim=1, keepdim=True)  # (B, 1)
-            kept.append(first)
-            alive = alive.masked_fill(suppressed_by(first), 0)
-        survived = valid.new_zeros((num_imgs, num_topk + 1))
-        survived.scatter_(1, torch.cat(kept, dim=1), True)
-        return survived[:, :num_topk]
-
-    def _pick_n(self, survived: Tensor, valid: Tensor, scores: Tensor) -> Tensor:
-        """(B, N) positions into the top-k list: NMS survivors first.
-
-        The top-k list is sorted by score, so a stable sort on the tier
-        (0 survivor, 1 suppressed candidate, 2 not a candidate) keeps score order
-        within tiers. Positions past the candidate count wrap around (repeat).
-        The N picks are finally re-sorted by score.
-        """
-        tier = torch.full_like(survived, 2, dtype=torch.long)
-        tier = tier.masked_fill(valid, 1).masked_fill(survived, 0)
-        by_tier = torch.sort(tier, dim=1, stable=True).indices
-        num_valid = valid.sum(dim=1, keepdim=True).clamp(min=1)
-        slots = torch.arange(self.num_parts, device=valid.device)[None] % num_valid
-        picked = by_tier.gather(1, slots)
-        order = torch.sort(scores.detach().gather(1, picked), dim=1,
-                           descending=True, stable=True).indices
-        return picked.gather(1, order)
+        pairwise = valid.shape[1] <= NMS_PREFIX_PER_PART * self.num_parts
+        return first_nms_survivors(boxes, valid, self.num_parts, self.nms_iou_thr,
+                                   pairwise)
 
     def predict(self,
                 feats: Sequence[Tensor],
@@ -658,29 +433,6 @@ class SPPNHead(BaseModule):
             results.append(InstanceData(bboxes=img_boxes, scores=img_scores))
         return results
 
-    def samples_this_step(self) -> bool:
-        """Whether this training forward draws and ranks sampled anchors.
-
-        Call once per training forward: it advances the step count of
-        ``rank_interval``. False whenever ``rank_samples`` is 0.
-        """
-        if self.rank_samples == 0:
-            return False
-        samples = self._rank_step_count % self.rank_interval == 0
-        self._rank_step_count += 1
-        return samples
-
-    def ranks(self, with_samples: bool) -> bool:
-        """Whether a training step with or without sampled anchors applies
-        the ranking loss: every step with ``rank_interval`` 1 (the N
-        proposals alone when no samples are given), only the steps with
-        samples otherwise (the others add a ranking loss of zero).
-
-        Args:
-            with_samples (bool): whether the step drew sampled anchors.
-        """
-        return self.rank_interval == 1 or with_samples
-
     def loss(self, part_boxes: Tensor, part_scores: Tensor, part_ce: Optional[Tensor],
              object_area: Tensor, sample_scores: Optional[Tensor] = None,
              sample_ce: Optional[Tensor] = None) -> Dict[str, Tensor]:
@@ -712,80 +464,11 @@ class SPPNHead(BaseModule):
             raise ValueError(f'part_scores must be (B, N) = '
                              f'{tuple(part_boxes.shape[:2])}, got '
                              f'{tuple(part_scores.shape)}')
-        if (sample_scores is None) != (sample_ce is None):
-            raise ValueError('sample_scores and sample_ce must be given together')
-        ranks = self.ranks(with_samples=sample_scores is not None)
-        if part_ce is None and ranks:
-            raise ValueError('part_ce is None, but this step ranks the boxes '
-                             f'(rank_interval={self.rank_interval}, samples '
-                             f'{"given" if sample_scores is not None else "not given"})')
-        if part_ce is not None and part_ce.shape != part_scores.shape:
-            raise ValueError(f'part_ce must be (B, N) = {tuple(part_scores.shape)}, '
-                             f'got {tuple(part_ce.shape)}')
-        rank_scores, rank_ce = part_scores, part_ce
-        if sample_scores is not None:
-            if sample_scores.shape[0] != part_scores.shape[0] or \
-                    sample_ce.shape != sample_scores.shape:
-                raise ValueError(f'sample_scores and sample_ce must both be (B, K) '
-                                 f'with B = {part_scores.shape[0]}, got '
-                                 f'{tuple(sample_scores.shape)} and '
-                                 f'{tuple(sample_ce.shape)}')
-            rank_scores = torch.cat([part_scores, sample_scores], dim=1)
-            rank_ce = torch.cat([part_ce, sample_ce], dim=1)
-        if ranks:
-            loss_rank = self.rank_interval * self.loss_rank(rank_scores, rank_ce.detach())
-        else:
-            loss_rank = part_scores.sum() * 0
+        loss_rank = self._rank_loss(part_scores, part_ce, sample_scores, sample_ce)
         return dict(
             loss_rank=loss_rank,
             loss_overlap=self.loss_overlap(part_boxes),
             loss_area=self.loss_area(part_boxes, object_area.detach()))
-
-
-def _conv_tower(in_channels: int, feat_channels: int, num_convs: int,
-                norm_groups: int = 0) -> nn.Sequential:
-    layers = []
-    for i in range(num_convs):
-        layers.append(nn.Conv2d(in_channels if i == 0 else feat_channels,
-                                feat_channels, 3, padding=1))
-        if norm_groups > 0:
-            layers.append(nn.GroupNorm(norm_groups, feat_channels))
-        layers.append(nn.ReLU(inplace=True))
-    return nn.Sequential(*layers)
-
-
-def _iou_above(boxes_a: Tensor, areas_a: Tensor, boxes_b: Tensor, areas_b: Tensor,
-               iou_thr: float) -> Tensor:
-    """Whether IoU(a, b) > ``iou_thr``, decided as torchvision's CPU ``nms``.
-
-    The same float32 operations in the same order (intersection from the
-    clamped corner differences, union ``area_a + area_b - inter``) and the
-    comparison with the threshold in float64, so that every decision matches
-    its bit for bit. A zero-area box has a NaN IoU: never above.
-
-    Args:
-        boxes_a (Tensor): (4, ...) float32 x1, y1, x2, y2 of boxes,
-            coordinates first.
-        areas_a (Tensor): (...) their areas.
-        boxes_b (Tensor): (4, ...) float32 boxes, broadcastable with a.
-        areas_b (Tensor): (...) their areas.
-        iou_thr (float): the NMS threshold.
-
-    Returns:
-        Tensor: bool, the broadcast shape of the areas.
-    """
-    size = (torch.minimum(boxes_a[2:], boxes_b[2:])
-            - torch.maximum(boxes_a[:2], boxes_b[:2])).clamp(min=0)  # (2, ...)
-    inter = size[0] * size[1]
-    return (inter / (areas_a + areas_b - inter)).double() > iou_thr
-
-
-def _prior_key(featmap_sizes: Sequence[Tuple[int, int]], dtype: torch.dtype,
-               device: torch.device) -> Tuple[Tuple[Tuple[int, int], ...], torch.dtype,
-                                              torch.device]:
-    """Hashable key of a set of anchors: level sizes, dtype, device."""
-    sizes = tuple((int(size[0]), int(size[1])) for size in featmap_sizes)
-    return sizes, dtype, torch.device(device)
 
 
 def _in_mmdet(cfg: dict) -> dict:

@@ -5,18 +5,16 @@ on the B*N part images (blurred, noised). In plain train mode the second pass
 normalises the part images with their own batch statistics and mixes them into
 the running statistics used at test time, so about half of those come from
 images that test time never sees. The helpers below let the part pass instead
-normalise with the statistics of the clean batch (``'clean'``) or with the
-running statistics (``'running'``), without touching the running statistics.
+normalise with the statistics of the clean batch, without touching the running
+statistics (:func:`clean_stats_context`).
 """
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 from torch.nn.modules.batchnorm import _BatchNorm
-
-PART_BN_MODES = ('shared', 'clean', 'running')
 
 
 def batch_norm_layers(module: nn.Module) -> List[Tuple[str, _BatchNorm]]:
@@ -131,3 +129,21 @@ def without_activation_checkpointing(module: nn.Module) -> Iterator[None]:
     finally:
         for layer, with_cp in saved:
             layer.with_cp = with_cp
+
+
+@contextmanager
+def clean_stats_context(module: nn.Module,
+                        clean_stats: Optional[Dict[str, Tuple[Tensor, Tensor]]]
+                        ) -> Iterator[None]:
+    """Normalise extra images (part images, windows) in training with the
+    clean images' batch statistics, leaving the running statistics alone and
+    turning off activation checkpointing (see the two contexts it combines).
+
+    Args:
+        module (nn.Module): the network, e.g. the student backbone.
+        clean_stats (dict, optional): from :func:`record_batch_norm_stats`;
+            None uses the running statistics.
+    """
+    with without_activation_checkpointing(module), \
+            normalise_with_fixed_stats(module, clean_stats):
+        yield

@@ -1,5 +1,5 @@
 """Location heatmap: a non-learned SCDA-style object localiser (paper Sec. 3.2)."""
-from typing import NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -15,9 +15,7 @@ class LocationHeatmapOutput(NamedTuple):
         heatmap (Tensor): (B, 1, h, w) float in [0, 1] on the grid of the first
             (finest, stride-8) feature map.
         object_mask (Tensor): (B, 1, h, w) bool, ``heatmap > mean(heatmap)`` per
-            image (only its largest 8-connected region with
-            ``largest_component``); never empty (whole image when the
-            heatmap is flat).
+            image; never empty (whole image when the heatmap is flat).
         object_area (Tensor): (B,) float, area of ``object_mask`` in input pixels.
     """
 
@@ -37,8 +35,7 @@ class LocationHeatmap(nn.Module):
     3. divide by its maximum so the map lies in [0, 1];
     4. resize to the grid of the first feature map (``resize_mode``).
 
-    Then ``H = mean`` of the stage maps (weighted by ``stage_weights``),
-    divided by its maximum (so in [0, 1]),
+    Then ``H = mean`` of the stage maps, divided by its maximum (so in [0, 1]),
     ``O = H > mean(H)`` per image and ``S = |O| * (H_img / h) * (W_img / w)``,
     i.e. the mask's cell count times the input pixels each grid cell covers.
 
@@ -46,11 +43,6 @@ class LocationHeatmap(nn.Module):
     values (the paper's "set it to one" would lose the peak structure that
     SPPN and the teacher input use), the stages are combined by a mean, and the
     object mask thresholds the combined map at its mean once more.
-
-    With ``largest_component=True`` the object mask keeps only its largest
-    8-connected region, as SCDA does: on cluttered images the mean threshold
-    also keeps blobs on the background, and the object is taken to be the
-    biggest blob. The heatmap itself is unchanged.
 
     Never empty: an image whose combined map is all zero or constant (no stage
     has any position above its mean) gets ``H = 1`` and ``O`` = the whole image.
@@ -64,18 +56,9 @@ class LocationHeatmap(nn.Module):
             the finest grid. Defaults to ``'bilinear'`` (our choice).
         align_corners (bool): passed to ``F.interpolate`` for the bilinear modes.
             Defaults to False.
-        largest_component (bool): keep only the object mask's largest
-            8-connected region (SCDA's step). Defaults to False (the whole
-            thresholded mask).
-        stage_weights (Sequence[float], optional): one non-negative weight
-            per stage map, finest first, for their weighted mean; a zero
-            drops a stage (the grid stays the first map's). None (default)
-            weighs them equally, the paper's three stages.
     """
 
-    def __init__(self, resize_mode: str = 'bilinear', align_corners: bool = False,
-                 largest_component: bool = False,
-                 stage_weights: Optional[Sequence[float]] = None):
+    def __init__(self, resize_mode: str = 'bilinear', align_corners: bool = False):
         super().__init__()
         if resize_mode not in ('bilinear', 'nearest', 'bicubic', 'area'):
             raise ValueError(
@@ -83,13 +66,6 @@ class LocationHeatmap(nn.Module):
                 f'got {resize_mode!r}')
         self.resize_mode = resize_mode
         self.align_corners = align_corners
-        self.largest_component = largest_component
-        if stage_weights is not None:
-            stage_weights = tuple(float(weight) for weight in stage_weights)
-            if min(stage_weights, default=0.0) < 0 or sum(stage_weights) <= 0:
-                raise ValueError('stage_weights must be non-negative with a positive '
-                                 f'sum, got {stage_weights}')
-        self.stage_weights = stage_weights
 
     @torch.no_grad()
     def forward(self, feats: Sequence[Tensor],
@@ -109,7 +85,7 @@ class LocationHeatmap(nn.Module):
         self._check_inputs(feats, img_shape)
         grid_size = tuple(feats[0].shape[-2:])
         stage_maps = torch.stack([self._stage_map(feat, grid_size) for feat in feats])
-        heatmap = _max_normalise(self._combine(stage_maps))
+        heatmap = _max_normalise(stage_maps.mean(dim=0))
 
         mean_heat = heatmap.mean(dim=(2, 3), keepdim=True)
         object_mask = heatmap > mean_heat
@@ -119,23 +95,10 @@ class LocationHeatmap(nn.Module):
         heatmap = torch.where(flat[:, None, None, None],
                               torch.ones_like(heatmap), heatmap)
         object_mask = object_mask | flat[:, None, None, None]
-        if self.largest_component:
-            object_mask = largest_connected_region(object_mask)
 
         cell_area = (img_shape[0] / grid_size[0]) * (img_shape[1] / grid_size[1])
         object_area = object_mask.flatten(1).sum(dim=1).float() * cell_area
         return LocationHeatmapOutput(heatmap, object_mask, object_area)
-
-    def _combine(self, stage_maps: Tensor) -> Tensor:
-        """(S, B, 1, h, w) stage maps -> (B, 1, h, w) their (weighted) mean."""
-        if self.stage_weights is None:
-            return stage_maps.mean(dim=0)
-        if len(self.stage_weights) != stage_maps.shape[0]:
-            raise ValueError(f'LocationHeatmap: stage_weights has '
-                             f'{len(self.stage_weights)} weights for '
-                             f'{stage_maps.shape[0]} feature maps')
-        weights = stage_maps.new_tensor(self.stage_weights)
-        return (stage_maps * weights.view(-1, 1, 1, 1, 1)).sum(dim=0) / weights.sum()
 
     def _stage_map(self, feat: Tensor, grid_size: Tuple[int, int]) -> Tensor:
         """Mean-thresholded, max-normalised aggregation map on ``grid_size``."""
@@ -176,39 +139,3 @@ def _max_normalise(maps: Tensor) -> Tensor:
     peak = maps.amax(dim=(2, 3), keepdim=True)
     return torch.where(peak > 0, maps / peak.clamp(min=torch.finfo(maps.dtype).tiny),
                        torch.zeros_like(maps))
-
-
-def largest_connected_region(mask: Tensor) -> Tensor:
-    """Keep each (1, h, w) mask's largest 8-connected region.
-
-    Every foreground cell starts with its own label (its flat index + 1) and
-    takes the largest label among its foreground neighbours until no label
-    changes, so each region ends up labelled by its largest index: at most
-    one step per cell along the region's longest path, no Python loop over
-    cells. Ties between regions of equal size go to the region with the
-    smaller label.
-
-    Args:
-        mask (Tensor): (B, 1, h, w) bool.
-
-    Returns:
-        Tensor: (B, 1, h, w) bool, a subset of ``mask``; all False where
-        ``mask`` is.
-    """
-    batch, _, height, width = mask.shape
-    foreground = mask.float()
-    # float32 holds integers exactly up to 2**24 cells: far above any grid here.
-    cell_ids = torch.arange(1, height * width + 1, device=mask.device, dtype=torch.float32)
-    labels = cell_ids.view(1, 1, height, width) * foreground
-    for _ in range(height * width):
-        spread = F.max_pool2d(labels, kernel_size=3, stride=1, padding=1) * foreground
-        if torch.equal(spread, labels):
-            break
-        labels = spread
-    flat_labels = labels.flatten(1).long()
-    counts = torch.zeros(batch, height * width + 1, device=mask.device)
-    counts.scatter_add_(1, flat_labels, torch.ones_like(flat_labels, dtype=counts.dtype))
-    counts[:, 0] = 0  # the background is not a region
-    largest = counts.argmax(dim=1)
-    keep = (flat_labels == largest[:, None]) & (flat_labels > 0)
-    return keep.view_as(mask)

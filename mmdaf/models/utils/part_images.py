@@ -223,95 +223,6 @@ def make_part_images(imgs: Tensor,
     return parts.reshape(num_imgs * num_parts, channels, height, width)
 
 
-def occluded_images(imgs: Tensor, boxes: Tensor, fill: float = 0.0) -> Tensor:
-    """One copy of each image per box, with that box's pixels set to ``fill``.
-
-    The occlusion test of a box: how much the classifier loses when the box
-    is hidden and everything else stays. In normalised images 0 is the
-    data set's mean colour.
-
-    Args:
-        imgs (Tensor): (B, 3, H, W) normalised images.
-        boxes (Tensor): (B, K, 4) xyxy boxes, input pixels.
-        fill (float): the value of the hidden pixels. Defaults to 0.
-
-    Returns:
-        Tensor: (B * K, 3, H, W), image-major.
-    """
-    _check_boxes(boxes)
-    if boxes.shape[0] != imgs.shape[0]:
-        raise ValueError(f'boxes has batch size {boxes.shape[0]}, imgs has '
-                         f'{imgs.shape[0]}')
-    num_imgs, channels, height, width = imgs.shape
-    in_box = boxes_to_pixel_masks(boxes.detach().to(imgs.dtype), (height, width))
-    hidden = torch.where(in_box[:, :, None], imgs.new_tensor(fill), imgs[:, None])
-    return hidden.reshape(num_imgs * boxes.shape[1], channels, height, width)
-
-
-def boxes_to_soft_pixel_masks(boxes: Tensor, img_shape: Tuple[int, int],
-                              edge: float) -> Tensor:
-    """Soft box masks whose value is differentiable in the box coordinates.
-
-    Along each axis a pixel centre ``c`` gets ``sigmoid((c - lo) / edge) *
-    sigmoid((hi - c) / edge)``; the mask is the product of the two axes. Deep
-    inside a box it is 1, far outside 0, and within about ``edge`` pixels of a
-    border it varies smoothly, so that a loss on the part images sends
-    gradient into the box coordinates (a content signal for box regression).
-
-    Args:
-        boxes (Tensor): (B, N, 4) xyxy in input pixels; NOT detached.
-        img_shape (Tuple[int, int]): (H, W).
-        edge (float): width of the soft border in pixels, > 0.
-
-    Returns:
-        Tensor: (B, N, H, W) float in (0, 1), dtype of ``boxes``.
-    """
-    _check_boxes(boxes)
-    if edge <= 0:
-        raise ValueError(f'edge must be > 0, got {edge}')
-    height, width = img_shape
-    ys = torch.arange(height, device=boxes.device, dtype=boxes.dtype) + 0.5
-    xs = torch.arange(width, device=boxes.device, dtype=boxes.dtype) + 0.5
-    x1, y1, x2, y2 = (boxes[..., k, None] for k in range(4))  # each (B, N, 1)
-    in_cols = torch.sigmoid((xs - x1) / edge) * torch.sigmoid((x2 - xs) / edge)
-    in_rows = torch.sigmoid((ys - y1) / edge) * torch.sigmoid((y2 - ys) / edge)
-    return in_rows[..., :, None] * in_cols[..., None, :]
-
-
-def compose_soft_part_images(imgs: Tensor, blurred: Tensor, noisy: Tensor,
-                             in_box: Tensor) -> Tensor:
-    """Part images from soft masks: box i sharp, other boxes noised, rest blurred.
-
-    With masks in {0, 1} this is the same composition as
-    :func:`make_part_images`; with soft masks each pixel is the mixture
-    ``m_i * img + (1 - m_i) * (o_i * noisy + (1 - o_i) * blurred)``, where
-    ``o_i = 1 - prod_{j != i} (1 - m_j)`` is the soft union of the other boxes.
-
-    Args:
-        imgs (Tensor): (B, C, H, W) images.
-        blurred (Tensor): (B, C, H, W) blurred images.
-        noisy (Tensor): (B, C, H, W) noised images.
-        in_box (Tensor): (B, N, H, W) soft masks in [0, 1].
-
-    Returns:
-        Tensor: (B * N, C, H, W), image-major.
-    """
-    num_imgs, channels, height, width = imgs.shape
-    num_parts = in_box.shape[1]
-    outside = 1 - in_box  # (B, N, H, W)
-    # Product over the other boxes as a leave-one-out product; computed by
-    # brute force because N is small and a division by (1 - m_i) can be 0/0.
-    outside_others = torch.stack([
-        torch.cat([outside[:, :i], outside[:, i + 1:]], dim=1).prod(dim=1)
-        for i in range(num_parts)
-    ], dim=1)
-    in_other = (1 - outside_others)[:, :, None]
-    keep = in_box[:, :, None]
-    context = in_other * noisy[:, None] + (1 - in_other) * blurred[:, None]
-    parts = keep * imgs[:, None] + (1 - keep) * context
-    return parts.reshape(num_imgs * num_parts, channels, height, width)
-
-
 @MODELS.register_module()
 class PartImageGenerator(nn.Module):
     """Builds the part images of a batch, sized relative to the image.
@@ -330,27 +241,16 @@ class PartImageGenerator(nn.Module):
             image units. Defaults to 1.0 (our choice).
         scale (float): resize factor of the part images before the backbone
             pass. Defaults to 1.0 (the paper's full size).
-        soft_edge (float): 0 (default) composes with hard, detached box masks
-            as the paper describes. A positive value is the width in pixels of
-            a soft mask border (:func:`boxes_to_soft_pixel_masks`), which makes
-            the part images differentiable in the box coordinates, so that
-            the part images' losses train the SPPN's box regression.
         other_boxes (str): ``'noise'`` (default, the paper) adds noise to the
             other N-1 boxes; ``'blur'`` blurs them like the context, so the N
             part images of an image differ only in the kept box and their
             cross entropies rank the boxes alone (with noise, a box whose
             neighbours cover parts scores worse because the noise erases
             them).
-        zoom_context (float): 0 (default, the paper) keeps the part image's
-            geometry. A positive value resamples each composed part image so
-            that a square of ``zoom_context`` times its box's longer side,
-            centred on the box, fills it (:func:`zoom_on_boxes`): the part at
-            more pixels, as NTS-Net's resized crops, with its blurred context.
     """
 
     def __init__(self, blur_sigma_ratio: float = 1 / 50, noise_std: float = 1.0,
-                 scale: float = 1.0, soft_edge: float = 0.0,
-                 other_boxes: str = 'noise', zoom_context: float = 0.0):
+                 scale: float = 1.0, other_boxes: str = 'noise'):
         super().__init__()
         if blur_sigma_ratio < 0:
             raise ValueError(
@@ -359,24 +259,13 @@ class PartImageGenerator(nn.Module):
             raise ValueError(f'noise_std must be >= 0, got {noise_std}')
         if scale <= 0:
             raise ValueError(f'scale must be > 0, got {scale}')
-        if soft_edge < 0:
-            raise ValueError(f'soft_edge must be >= 0, got {soft_edge}')
         if other_boxes not in OTHER_BOX_MODES:
             raise ValueError(f'other_boxes must be one of {OTHER_BOX_MODES}, got '
                              f'{other_boxes!r}')
-        if zoom_context < 0:
-            raise ValueError(f'zoom_context must be >= 0, got {zoom_context}')
         self.other_boxes = other_boxes
-        self.zoom_context = zoom_context
         self.blur_sigma_ratio = blur_sigma_ratio
         self.noise_std = noise_std
         self.scale = scale
-        self.soft_edge = soft_edge
-
-    @property
-    def differentiable_boxes(self) -> bool:
-        """Whether gradient reaches the box coordinates."""
-        return self.soft_edge > 0
 
     def forward(self,
                 imgs: Tensor,
@@ -385,20 +274,17 @@ class PartImageGenerator(nn.Module):
         """(B, 3, H, W) images, (B, N, 4) boxes -> (B * N, 3, H', W') images,
         H' = round(H * scale)."""
         blur_sigma = self.blur_sigma_ratio * max(imgs.shape[-2:])
-        if self.differentiable_boxes:
-            parts = self._soft_part_images(imgs, boxes, blur_sigma, generator)
-        else:
-            parts = make_part_images(imgs, boxes.detach(), blur_sigma,
-                                     self.noise_std, generator, self.other_boxes)
-        return self._resample(parts, boxes)
+        parts = make_part_images(imgs, boxes.detach(), blur_sigma,
+                                 self.noise_std, generator, self.other_boxes)
+        return self._resample(parts)
 
     def single_box_images(self, imgs: Tensor, boxes: Tensor) -> Tensor:
         """One part image per box that keeps only that box sharp.
 
         Image ``b * K + k`` is what :meth:`forward` makes of image ``b`` with
         box ``k`` alone: box ``k`` unchanged, everything else blurred (no
-        other boxes, so no noise). With hard box masks the blur is computed
-        once per image rather than once per box, and no noise is drawn.
+        other boxes, so no noise). The blur is computed once per image rather
+        than once per box, and no noise is drawn.
 
         Args:
             imgs (Tensor): (B, 3, H, W) images.
@@ -407,19 +293,16 @@ class PartImageGenerator(nn.Module):
         Returns:
             Tensor: (B * K, 3, H', W'), image-major.
         """
-        num_boxes = boxes.shape[1]
-        if self.differentiable_boxes:
-            return self(imgs.repeat_interleave(num_boxes, dim=0), boxes.reshape(-1, 1, 4))
         blur_sigma = self.blur_sigma_ratio * max(imgs.shape[-2:])
         parts = make_part_images(imgs, boxes.detach(), blur_sigma, other_boxes='blur')
-        return self._resample(parts, boxes)
+        return self._resample(parts)
 
     def single_box_windows(self, imgs: Tensor, boxes: Tensor, size: int) -> Tensor:
         """The ``size`` x ``size`` window of each single-box part image.
 
         Equal to ``crop_around_boxes(self.single_box_images(imgs, boxes),
-        boxes.reshape(-1, 4), size)``; with hard box masks only the windows
-        are composed (:func:`single_box_windows`), which is what makes small
+        boxes.reshape(-1, 4), size)``; at ``scale`` 1 only the windows are
+        composed (:func:`single_box_windows`), which is what makes small
         windows cheap.
 
         Args:
@@ -430,74 +313,18 @@ class PartImageGenerator(nn.Module):
         Returns:
             Tensor: (B * K, 3, min(size, H'), min(size, W')), image-major.
         """
-        if self.differentiable_boxes or self.zoom_context > 0 or self.scale != 1.0:
+        if self.scale != 1.0:
             return crop_around_boxes(self.single_box_images(imgs, boxes),
                                      boxes.reshape(-1, 4), size)
         blur_sigma = self.blur_sigma_ratio * max(imgs.shape[-2:])
         return single_box_windows(imgs, boxes, blur_sigma, size)
 
-    def _resample(self, parts: Tensor, boxes: Tensor) -> Tensor:
-        # The zoom on each box, then the part images' scale.
-        if self.zoom_context > 0:
-            parts = zoom_on_boxes(parts, boxes, self.zoom_context)
+    def _resample(self, parts: Tensor) -> Tensor:
+        """The part images resized by ``scale``."""
         if self.scale != 1.0:
             parts = F.interpolate(parts, scale_factor=self.scale, mode='bilinear',
                                   align_corners=False)
         return parts
-
-    def _soft_part_images(self, imgs: Tensor, boxes: Tensor, blur_sigma: float,
-                          generator: Optional[torch.Generator]) -> Tensor:
-        if boxes.shape[0] != imgs.shape[0]:
-            raise ValueError(f'boxes has batch size {boxes.shape[0]}, imgs has '
-                             f'{imgs.shape[0]}')
-        blurred = gaussian_blur(imgs, blur_sigma)
-        noisy = blurred
-        if self.other_boxes == 'noise':
-            noise = torch.randn(imgs.shape, generator=generator, dtype=imgs.dtype,
-                                device=imgs.device)
-            noisy = imgs + self.noise_std * noise
-        in_box = boxes_to_soft_pixel_masks(boxes.to(imgs.dtype), imgs.shape[-2:],
-                                           self.soft_edge)
-        return compose_soft_part_images(imgs, blurred, noisy, in_box)
-
-
-def zoom_on_boxes(part_imgs: Tensor, boxes: Tensor, context: float) -> Tensor:
-    """Resample each part image around its own box, to the same size.
-
-    Part image ``b * N + i`` is resampled (bilinear) so that a square window
-    of side ``context * max(w_i, h_i)``, centred on box ``i`` of image ``b``,
-    fills the output; the window may extend past the image, where the border
-    pixels repeat. NTS-Net's crops work this way: the part is seen at more
-    pixels than in the full image.
-
-    Args:
-        part_imgs (Tensor): (B * N, C, H, W) composed part images.
-        boxes (Tensor): (B, N, 4) xyxy in input pixels; detached here.
-        context (float): window side over the box's longer side, > 0.
-
-    Returns:
-        Tensor: (B * N, C, H, W).
-    """
-    _check_boxes(boxes)
-    if part_imgs.shape[0] != boxes.shape[0] * boxes.shape[1]:
-        raise ValueError(f'part_imgs has {part_imgs.shape[0]} images, boxes '
-                         f'{boxes.shape[0]} x {boxes.shape[1]}')
-    height, width = part_imgs.shape[-2:]
-    boxes = boxes.detach().reshape(-1, 4).to(part_imgs.dtype)
-    centre_x = (boxes[:, 0] + boxes[:, 2]) / 2
-    centre_y = (boxes[:, 1] + boxes[:, 3]) / 2
-    side = context * torch.maximum(boxes[:, 2] - boxes[:, 0],
-                                   boxes[:, 3] - boxes[:, 1]).clamp(min=1.0)
-    # affine_grid maps output coordinates in [-1, 1] to input ones
-    # (align_corners=False: -1 and 1 are the outer pixel edges).
-    theta = part_imgs.new_zeros((boxes.shape[0], 2, 3))
-    theta[:, 0, 0] = side / width
-    theta[:, 0, 2] = 2 * centre_x / width - 1
-    theta[:, 1, 1] = side / height
-    theta[:, 1, 2] = 2 * centre_y / height - 1
-    grid = F.affine_grid(theta, list(part_imgs.shape), align_corners=False)
-    return F.grid_sample(part_imgs, grid, mode='bilinear', padding_mode='border',
-                         align_corners=False)
 
 
 def crop_around_boxes(imgs: Tensor, boxes: Tensor, size: int) -> Tensor:
