@@ -42,24 +42,14 @@ MODULE_GROUPS = {
 }
 
 
-def _module_at(model, path: str):
-    """``model``'s submodule at the dotted attribute ``path``, None where a
-    part of it is absent or None (a part the config switches off)."""
-    module = model
-    for name in path.split('.'):
-        module = getattr(module, name, None)
-        if module is None:
-            return None
-    return module
-
-
 def group_parameters(model) -> Dict[str, List]:
     """Module group name -> its trainable parameters (absent groups dropped)."""
+    from mmdaf.engine.hooks.num_classes_check_hook import submodule_at
     groups = {}
     for group, names in MODULE_GROUPS.items():
         params = []
         for name in names:
-            module = _module_at(model, name)
+            module = submodule_at(model, name)
             if module is not None:
                 params += [p for p in module.parameters() if p.requires_grad]
         if params:

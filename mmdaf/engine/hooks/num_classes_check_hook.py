@@ -17,7 +17,9 @@ DEFAULT_CLASS_COUNT_KEYS = (
 )
 
 
-def _get_module(model: nn.Module, path: str) -> Optional[nn.Module]:
+def submodule_at(model: nn.Module, path: str) -> Optional[nn.Module]:
+    """``model``'s submodule at the dotted attribute ``path``, None where a
+    part of it is absent or None (a part the config switches off)."""
     module = model
     for name in path.split('.'):
         module = getattr(module, name, None)
@@ -41,7 +43,7 @@ def model_class_counts(model: nn.Module,
     """
     counts = []
     for path, key in keys:
-        module = _get_module(model, path)
+        module = submodule_at(model, path)
         num_classes = getattr(module, 'num_classes', None)
         if isinstance(num_classes, int):
             counts.append((key, num_classes))
