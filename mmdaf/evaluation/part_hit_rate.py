@@ -8,324 +8,39 @@ same widths and heights placed uniformly at random in the image is the chance
 level; a part proposal network that finds parts beats it.
 """
 import os.path as osp
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from mmengine.evaluator import BaseMetric
 from mmengine.logging import MMLogger
 from mmpretrain.registry import METRICS
 
-IMAGES_FILE = 'images.txt'
-PART_LOCS_FILE = osp.join('parts', 'part_locs.txt')
-PART_BOXES_FILE = osp.join('parts', 'part_boxes.txt')
-MODES = ('keypoints', 'regions')
-CROPS = ('center', 'none')
-FLIP_AXES = {'horizontal': (True, False), 'vertical': (False, True),
-             'diagonal': (True, True)}
+from .part_annotations import (
+    CROPS,
+    IMAGES_FILE,
+    MODES,
+    PART_BOXES_FILE,
+    PART_LOCS_FILE,
+    box_centres_in_regions,
+    boxes_containing_points,
+    points_inside,
+    points_to_input,
+    random_boxes_like,
+    read_image_paths,
+    read_part_locs,
+    read_part_regions,
+    regions_inside,
+    sample_image_id,
+    sample_part_boxes,
+    visible_keypoints,
+    visible_regions,
+)
 
+# Re-exported: tests and older code import these two from here.
+from .part_annotations import flip_points as flip_points
+from .part_annotations import original_to_input as original_to_input
 
-# ----------------------------------------------------------------------------
-# Annotation files
-# ----------------------------------------------------------------------------
-def _rows(path: str, num_fields: int, layout: str) -> Iterator[Tuple[int, List[str]]]:
-    """``(line number, fields)`` of each non-blank line of a whitespace table.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: a line has not ``num_fields`` fields (``layout`` says which).
-    """
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'PartHitRate: {path} not found')
-    with open(path) as f:
-        for line_no, line in enumerate(f, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != num_fields:
-                raise ValueError(f'PartHitRate: {path}:{line_no}: expected "{layout}", '
-                                 f'got {line.rstrip()!r}')
-            yield line_no, fields
-
-
-def _number(path: str, line_no: int, value: str, kind: type, what: str):
-    """``kind(value)``, or a ValueError naming the file, line, field and value."""
-    try:
-        number = kind(value)
-    except ValueError:
-        raise ValueError(f'PartHitRate: {path}:{line_no}: {what} must be '
-                         f'{kind.__name__}, got {value!r}') from None
-    if not np.isfinite(number):
-        raise ValueError(f'PartHitRate: {path}:{line_no}: {what} must be finite, '
-                         f'got {value!r}')
-    return number
-
-
-def read_image_paths(path: str) -> Dict[str, int]:
-    """Relative image path -> image id, from CUB's ``images.txt``.
-
-    Args:
-        path (str): the ``images.txt`` file.
-
-    Returns:
-        dict: ``'<class dir>/<file>' -> image id``, paths with ``/`` separators.
-    """
-    image_ids: Dict[str, int] = {}
-    for line_no, (id_text, rel_path) in _rows(path, 2, '<image_id> <relative path>'):
-        image_id = _number(path, line_no, id_text, int, 'image_id')
-        rel_path = rel_path.replace('\\', '/')
-        if rel_path in image_ids:
-            raise ValueError(f'PartHitRate: {path}:{line_no}: {rel_path!r} is listed '
-                             f'twice (also as image {image_ids[rel_path]})')
-        image_ids[rel_path] = image_id
-    return image_ids
-
-
-def read_part_locs(path: str) -> Dict[int, Dict[int, Tuple[float, float, bool]]]:
-    """Part keypoints of each image, from CUB's ``parts/part_locs.txt``.
-
-    Args:
-        path (str): the ``part_locs.txt`` file.
-
-    Returns:
-        dict: image id -> {part id -> (x, y, visible)}, x and y in original
-        image pixels.
-    """
-    locs: Dict[int, Dict[int, Tuple[float, float, bool]]] = {}
-    layout = '<image_id> <part_id> <x> <y> <visible>'
-    for line_no, fields in _rows(path, 5, layout):
-        image_id = _number(path, line_no, fields[0], int, 'image_id')
-        part_id = _number(path, line_no, fields[1], int, 'part_id')
-        x = _number(path, line_no, fields[2], float, 'x')
-        y = _number(path, line_no, fields[3], float, 'y')
-        visible = _number(path, line_no, fields[4], int, 'visible')
-        if visible not in (0, 1):
-            raise ValueError(f'PartHitRate: {path}:{line_no}: visible must be 0 or 1, '
-                             f'got {fields[4]!r}')
-        locs.setdefault(image_id, {})[part_id] = (x, y, bool(visible))
-    return locs
-
-
-def read_part_regions(path: str) -> Dict[int, Dict[int, Tuple[float, ...]]]:
-    """Part regions of each image, from mmdaf's ``parts/part_boxes.txt``.
-
-    Args:
-        path (str): the ``part_boxes.txt`` file (a synthetic-set extension).
-
-    Returns:
-        dict: image id -> {part id -> (x1, y1, x2, y2)} in original image pixels.
-    """
-    regions: Dict[int, Dict[int, Tuple[float, ...]]] = {}
-    layout = '<image_id> <part_id> <x1> <y1> <x2> <y2>'
-    for line_no, fields in _rows(path, 6, layout):
-        image_id = _number(path, line_no, fields[0], int, 'image_id')
-        part_id = _number(path, line_no, fields[1], int, 'part_id')
-        box = tuple(_number(path, line_no, value, float, name)
-                    for value, name in zip(fields[2:], ('x1', 'y1', 'x2', 'y2')))
-        if box[2] < box[0] or box[3] < box[1]:
-            raise ValueError(f'PartHitRate: {path}:{line_no}: need x1 <= x2 and '
-                             f'y1 <= y2, got {" ".join(fields[2:])!r}')
-        regions.setdefault(image_id, {})[part_id] = box
-    return regions
-
-
-def visible_keypoints(locs: Dict[int, Tuple[float, float, bool]]) -> np.ndarray:
-    """(P, 2) xy of the visible keypoints of one image (P may be 0)."""
-    points = [(x, y) for x, y, visible in locs.values() if visible]
-    return np.array(points, dtype=np.float64).reshape(-1, 2)
-
-
-def visible_regions(regions: Dict[int, Tuple[float, ...]],
-                    locs: Dict[int, Tuple[float, float, bool]]) -> np.ndarray:
-    """(R, 4) xyxy regions of one image whose keypoint is marked visible.
-
-    A region without a keypoint row counts as visible: ``part_boxes.txt`` has
-    no visibility column of its own.
-    """
-    kept = [box for part_id, box in regions.items()
-            if locs.get(part_id, (0.0, 0.0, True))[2]]
-    return np.array(kept, dtype=np.float64).reshape(-1, 4)
-
-
-def lookup_image_id(img_path: str, image_ids: Dict[str, int]) -> Optional[int]:
-    """The id of the ``images.txt`` entry that ``img_path`` ends with.
-
-    The longest matching tail wins, so that equal file names in different class
-    folders stay apart; the data root may be spelt differently in the dataset
-    config and in the metric's ``data_root``.
-    """
-    parts = img_path.replace('\\', '/').split('/')
-    for start in range(len(parts)):
-        image_id = image_ids.get('/'.join(parts[start:]))
-        if image_id is not None:
-            return image_id
-    return None
-
-
-# ----------------------------------------------------------------------------
-# Geometry
-# ----------------------------------------------------------------------------
-def _as_array(values) -> np.ndarray:
-    """A tensor (any device) or array-like as a float64 array."""
-    if hasattr(values, 'detach'):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values, dtype=np.float64)
-
-
-def _pair(value, name: str) -> Tuple[float, float]:
-    """A scalar or a 2-sequence as two floats (``scale_factor`` is (w, h))."""
-    values = np.asarray(value, dtype=np.float64).reshape(-1)
-    if values.size == 1:
-        return float(values[0]), float(values[0])
-    if values.size != 2:
-        raise ValueError(f'PartHitRate: {name} must be a number or (w, h), got {value!r}')
-    return float(values[0]), float(values[1])
-
-
-def original_to_input(ori_shape: Sequence[int], img_shape: Sequence[int],
-                      scale_factor=None, crop: str = 'center'
-                      ) -> Tuple[np.ndarray, np.ndarray]:
-    """Scale and offset that map original pixels into the network input.
-
-    ``input_xy = original_xy * scale - offset``. With ``scale_factor`` (set by
-    mmcv's ``Resize`` and mmpretrain's ``ResizeEdge``), the resized image is
-    ``round(ori_shape * scale_factor)``; if ``img_shape`` is smaller, a crop
-    followed and ``crop='center'`` places it as mmcv's ``CenterCrop`` does.
-    Without ``scale_factor``, the whole original image is taken to have been
-    resized to ``img_shape`` (identity when the shapes agree).
-
-    Args:
-        ori_shape (Sequence[int]): (H0, W0) of the loaded image.
-        img_shape (Sequence[int]): (H, W) of the network input.
-        scale_factor (float | Sequence[float], optional): (w, h) resize factors.
-        crop (str): ``'center'`` or ``'none'`` (a crop is then an error).
-
-    Returns:
-        tuple: ``scale`` (2,) and ``offset`` (2,), both as (x, y).
-
-    Raises:
-        ValueError: ``img_shape`` is larger than the resized image (padding),
-            or smaller with ``crop='none'``.
-    """
-    ori_h, ori_w = (int(v) for v in ori_shape[:2])
-    height, width = (int(v) for v in img_shape[:2])
-    if scale_factor is None:
-        return np.array([width / ori_w, height / ori_h]), np.zeros(2)
-    scale_w, scale_h = _pair(scale_factor, 'scale_factor')
-    resized_h, resized_w = int(round(ori_h * scale_h)), int(round(ori_w * scale_w))
-    scale = np.array([scale_w, scale_h])
-    if (height, width) == (resized_h, resized_w):
-        return scale, np.zeros(2)
-    shapes = (f'ori_shape {(ori_h, ori_w)} x scale_factor {(scale_w, scale_h)} = '
-              f'{(resized_h, resized_w)}, img_shape {(height, width)}')
-    if height > resized_h or width > resized_w:
-        raise ValueError(f'PartHitRate: the input is larger than the resized image '
-                         f'({shapes}); padding in the pipeline is not supported')
-    if crop != 'center':
-        raise ValueError(f'PartHitRate: the pipeline crops after resizing ({shapes}); '
-                         "pass crop='center' if the crop is a CenterCrop")
-    # mmcv's CenterCrop: offset = round((resized - crop) / 2) with Python's round.
-    offset = np.array([int(round((resized_w - width) / 2.0)),
-                       int(round((resized_h - height) / 2.0))], dtype=np.float64)
-    return scale, offset
-
-
-def flip_points(points_xy: np.ndarray, img_shape: Sequence[int],
-                direction: str) -> np.ndarray:
-    """Points mirrored as mmcv's ``RandomFlip`` mirrors an image.
-
-    Args:
-        points_xy (np.ndarray): (P, 2) points in the network input.
-        img_shape (Sequence[int]): (H, W) of the network input.
-        direction (str): ``'horizontal'``, ``'vertical'`` or ``'diagonal'``.
-
-    Returns:
-        np.ndarray: (P, 2) mirrored points.
-    """
-    if direction not in FLIP_AXES:
-        raise ValueError(f'PartHitRate: unknown flip_direction {direction!r}, '
-                         f'expected one of {sorted(FLIP_AXES)}')
-    flip_x, flip_y = FLIP_AXES[direction]
-    height, width = img_shape[:2]
-    flipped = points_xy.copy()
-    if flip_x:
-        flipped[:, 0] = width - flipped[:, 0]
-    if flip_y:
-        flipped[:, 1] = height - flipped[:, 1]
-    return flipped
-
-
-def _points_in_boxes(points_xy: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
-    """Elementwise point-in-box test with broadcasting; edges count as inside."""
-    return ((points_xy[..., 0] >= boxes_xyxy[..., 0]) & (points_xy[..., 0] <= boxes_xyxy[..., 2])
-            & (points_xy[..., 1] >= boxes_xyxy[..., 1]) & (points_xy[..., 1] <= boxes_xyxy[..., 3]))
-
-
-def boxes_containing_points(boxes_xyxy: np.ndarray, points_xy: np.ndarray) -> np.ndarray:
-    """Whether each box contains at least one point (edges count as inside).
-
-    Args:
-        boxes_xyxy (np.ndarray): (..., 4) boxes.
-        points_xy (np.ndarray): (P, 2) points.
-
-    Returns:
-        np.ndarray: (...) bool; all False when P is 0.
-    """
-    return _points_in_boxes(points_xy, boxes_xyxy[..., None, :]).any(axis=-1)
-
-
-def box_centres_in_regions(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> np.ndarray:
-    """Whether each box's centre lies in at least one region (edges inside).
-
-    Args:
-        boxes_xyxy (np.ndarray): (..., 4) boxes.
-        regions_xyxy (np.ndarray): (R, 4) regions.
-
-    Returns:
-        np.ndarray: (...) bool; all False when R is 0.
-    """
-    centres = (boxes_xyxy[..., None, :2] + boxes_xyxy[..., None, 2:]) / 2
-    return _points_in_boxes(centres, regions_xyxy).any(axis=-1)
-
-
-def random_boxes_like(boxes_xyxy: np.ndarray, img_shape: Sequence[int], draws: int,
-                      rng: np.random.Generator) -> np.ndarray:
-    """Boxes of the same widths and heights placed uniformly inside the image.
-
-    A box of width w (clipped to the image width W) gets ``x1 ~ U(0, W - w)``,
-    likewise for y.
-
-    Args:
-        boxes_xyxy (np.ndarray): (N, 4) boxes.
-        img_shape (Sequence[int]): (H, W).
-        draws (int): random boxes per box.
-        rng (np.random.Generator): the random source.
-
-    Returns:
-        np.ndarray: (draws, N, 4) boxes.
-    """
-    height, width = img_shape[:2]
-    box_w = np.clip(boxes_xyxy[:, 2] - boxes_xyxy[:, 0], 0, width)
-    box_h = np.clip(boxes_xyxy[:, 3] - boxes_xyxy[:, 1], 0, height)
-    x1 = rng.uniform(0, 1, (draws, len(box_w))) * (width - box_w)
-    y1 = rng.uniform(0, 1, (draws, len(box_h))) * (height - box_h)
-    return np.stack([x1, y1, x1 + box_w, y1 + box_h], axis=-1)
-
-
-def points_inside(points_xy: np.ndarray, img_shape: Sequence[int]) -> np.ndarray:
-    """The (P', 2) points that lie in the (H, W) image (a crop may cut some)."""
-    height, width = img_shape[:2]
-    keep = ((points_xy[:, 0] >= 0) & (points_xy[:, 0] <= width)
-            & (points_xy[:, 1] >= 0) & (points_xy[:, 1] <= height))
-    return points_xy[keep]
-
-
-def regions_inside(regions_xyxy: np.ndarray, img_shape: Sequence[int]) -> np.ndarray:
-    """The (R', 4) regions that overlap the (H, W) image, clipped to it."""
-    height, width = img_shape[:2]
-    keep = ((regions_xyxy[:, 2] >= 0) & (regions_xyxy[:, 0] <= width)
-            & (regions_xyxy[:, 3] >= 0) & (regions_xyxy[:, 1] <= height))
-    limits = np.array([width, height, width, height], dtype=np.float64)
-    return np.clip(regions_xyxy[keep], 0, limits)
+NAME = 'PartHitRate'
 
 
 # ----------------------------------------------------------------------------
@@ -406,9 +121,9 @@ class PartHitRate(BaseMetric):
         # Read at build time so that a wrong data_root fails before training.
         self.images_path = osp.join(data_root, IMAGES_FILE)
         self.part_locs_path = osp.join(data_root, PART_LOCS_FILE)
-        self.image_ids = read_image_paths(self.images_path)
-        self.part_locs = read_part_locs(self.part_locs_path)
-        self.part_regions = (read_part_regions(osp.join(data_root, PART_BOXES_FILE))
+        self.image_ids = read_image_paths(self.images_path, NAME)
+        self.part_locs = read_part_locs(self.part_locs_path, NAME)
+        self.part_regions = (read_part_regions(osp.join(data_root, PART_BOXES_FILE), NAME)
                              if mode == 'regions' else None)
 
     def annotations(self, image_id: int, img_path: str) -> np.ndarray:
@@ -435,12 +150,7 @@ class PartHitRate(BaseMetric):
             np.ndarray: (P', 2) or (R', 4) in network-input pixels.
         """
         img_shape = sample['img_shape']
-        scale, offset = original_to_input(sample['ori_shape'], img_shape,
-                                          sample.get('scale_factor'), self.crop)
-        points = annotations.reshape(-1, 2) * scale - offset
-        if sample.get('flip', False):
-            points = flip_points(points, img_shape, sample.get('flip_direction')
-                                 or 'horizontal')
+        points = points_to_input(annotations, sample, self.crop, NAME)
         if self.mode == 'keypoints':
             return points_inside(points, img_shape)
         corners = points.reshape(-1, 2, 2)
@@ -464,20 +174,10 @@ class PartHitRate(BaseMetric):
 
     def score_sample(self, sample) -> dict:
         """``num_boxes``, ``hits`` and ``random_hits`` of one data sample."""
-        for key in ('img_path', 'ori_shape', 'img_shape'):
-            if key not in sample:
-                raise KeyError(f'PartHitRate: a data sample with part_boxes has no '
-                               f'{key!r} in its metainfo')
+        image_id = sample_image_id(sample, self.image_ids, self.images_path,
+                                   self.data_root, NAME)
         img_path = sample['img_path']
-        image_id = lookup_image_id(img_path, self.image_ids)
-        if image_id is None:
-            raise ValueError(f'PartHitRate: {img_path} is not listed in '
-                             f'{self.images_path}; is data_root {self.data_root!r} '
-                             'the data set being evaluated?')
-        boxes = _as_array(sample['part_boxes'])
-        if boxes.ndim != 2 or boxes.shape[1] != 4:
-            raise ValueError(f'PartHitRate: part_boxes of {img_path} must be (N, 4), '
-                             f'got shape {tuple(boxes.shape)}')
+        boxes = sample_part_boxes(sample, NAME)
         targets = self.to_input_frame(self.annotations(image_id, img_path), sample)
         rng = np.random.default_rng([self.seed, image_id])
         random_boxes = random_boxes_like(boxes, sample['img_shape'], self.random_draws, rng)
