@@ -48,10 +48,15 @@ evaluated for its test top-1, training-split top-1 and the student stream's
 test top-1 (only these: no hit rates, no score files), written to the run's
 ``epoch_curves.json`` and record; the report prints their means over seeds per
 epoch, the JSON holds them per run (``runs[].epoch_curves``) and per row
-(``epoch_curves``). The table stays the final epoch's (nothing is selected on
-the test split). Curves newer than the run's final checkpoint are reused; a run
-trained without ``--curves`` kept only its final checkpoint and is trained
-again (it says so), while a ``--curves`` run serves a plain benchmark as it is.
+(``epoch_curves``), and a picture of the test top-1 per epoch is written
+beside ``--out`` (its stem, ``.png``; ``learning_curves.png`` in the work dir
+without ``--out``): a line per row, the mean over seeds, shaded from the lowest
+to the highest seed. ``--plot-only RESULT.json`` draws it again from a result
+written with ``--curves`` (``RESULT.png``), without training. The table stays
+the final epoch's (nothing is selected on the test split). Curves newer than
+the run's final checkpoint are reused; a run trained without ``--curves`` kept
+only its final checkpoint and is trained again (it says so), while a
+``--curves`` run serves a plain benchmark as it is.
 Usage::
 
     python benchmarks/learning.py --configs baseline daf --curves --out curves.json
@@ -61,7 +66,8 @@ Code: this file holds the command line and runs the rows;
 ``learning_runs.py`` trains, reuses and evaluates the runs,
 ``learning_eval.py`` evaluates one checkpoint (``learning_metrics.py``: the
 accuracies and hit rates), ``learning_tables.py`` summarises the seeds and
-computes the ensemble row, ``learning_report.py`` prints.
+computes the ensemble row, ``learning_report.py`` prints, ``learning_plot.py``
+draws the curves.
 """
 import argparse
 import concurrent.futures
@@ -78,6 +84,11 @@ from benchmarks.common import check_out_path, write_json  # noqa: E402
 from benchmarks.learning_eval import (  # noqa: E402
     evaluate_checkpoint,
     evaluate_epoch_curves,
+)
+from benchmarks.learning_plot import (  # noqa: E402
+    load_curve_records,
+    plot_curves,
+    plot_path,
 )
 from benchmarks.learning_presets import (  # noqa: E402
     CLUTTERS,
@@ -145,7 +156,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='learning curves: keep every epoch\'s checkpoint and '
                         'evaluate each for test, train and student test top-1 '
                         '(the table stays the final epoch\'s); runs trained '
-                        'without --curves are trained again')
+                        'without --curves are trained again; also writes the '
+                        'test top-1 curves as a PNG beside --out (same stem) or '
+                        'into --work-dir')
+    parser.add_argument('--plot-only', metavar='JSON',
+                        help='train nothing: draw the curves PNG again from a '
+                        'result JSON written with --curves, beside it (same stem)')
     parser.add_argument('--out', help='write the results as JSON here')
     # Internal: evaluate one finished run (used by the training jobs).
     parser.add_argument('--evaluate', metavar='CONFIG', help=argparse.SUPPRESS)
@@ -155,6 +171,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument('--curve-checkpoints', nargs='+', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     check_out_path(parser, args.out)
+    if args.plot_only and not osp.isfile(args.plot_only):
+        parser.error(f'--plot-only {args.plot_only!r}: no such file')
     for name, value in PRESETS[args.preset].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -168,8 +186,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     """Train and evaluate every row at every seed, print the summary, write
-    the JSON (or, with the internal ``--evaluate``, evaluate one run)."""
+    the JSON and, with ``--curves``, the curves PNG (or, with ``--plot-only``,
+    only draw that PNG; with the internal ``--evaluate``, evaluate one run)."""
     args = parse_args(argv)
+    if args.plot_only:
+        return plot_only(args.plot_only)
     if args.evaluate and args.curve_checkpoints:
         result = evaluate_epoch_curves(args.evaluate, args.curve_checkpoints,
                                        args.data_root, args.num_classes)
@@ -220,7 +241,24 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
         print(f'pretrained checkpoint {checkpoint}: sha256 {sha256}')
     if args.out:
         write_json(result, args.out)
+    if args.curves:
+        plot = plot_path(args.out, args.work_dir)
+        plot_curves(records, args.configs, plot)
+        print(f'wrote {plot}')
     return result
+
+
+def plot_only(path: str) -> dict:
+    """``--plot-only``: the curves PNG of a result JSON written with
+    ``--curves``, beside it; exits with a message when it holds no curves."""
+    try:
+        records, configs = load_curve_records(path)
+    except ValueError as error:
+        raise SystemExit(f'--plot-only: {error}') from None
+    plot = plot_path(path, osp.dirname(osp.abspath(path)))
+    plot_curves(records, configs, plot)
+    print(f'wrote {plot}')
+    return dict(plot=plot)
 
 
 def run_all(args: argparse.Namespace, data_root: str) -> List[dict]:
