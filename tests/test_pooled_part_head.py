@@ -2,6 +2,7 @@
 last stage averaged in part regions, on a hand-made 4 x 4 feature map of a
 64 px input (16 px cells) and a hand-made linear head."""
 import math
+import re
 
 import pytest
 import torch
@@ -247,3 +248,25 @@ def test_random_boxes_repeat_in_eval_mode_and_move_in_training():
     trained = [pool(hand_head(), feat, (SIZE, SIZE), proposals) for _ in range(2)]
     # In training every step draws new positions.
     assert not torch.allclose(trained[0], trained[1])
+
+
+@pytest.mark.parametrize('cfg, sources, message', [
+    (dict(boxes='proposals'), (False, True, 8), "boxes='proposals' (samples=False) needs the SPPN"),
+    (dict(boxes='random'), (False, True, 8), "boxes='random' (samples=False) needs the SPPN"),
+    (dict(boxes='object', samples=True), (False, True, 8), 'needs the SPPN'),
+    (dict(boxes='object'), (True, False, 8), 'location_heatmap is None'),
+    (dict(boxes='proposals', samples=True), (True, True, 0), 'sppn_head.rank_samples > 0'),
+])
+def test_check_sources_names_what_the_box_source_lacks(cfg, sources, message):
+    head = MODELS.build(dict(type='PooledPartHead', **cfg))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        head.check_sources(*sources)
+
+
+@pytest.mark.parametrize('cfg, sources', [
+    (dict(boxes='object'), (False, True, 0)),
+    (dict(boxes='ground_truth'), (False, False, 0)),
+    (dict(boxes='proposals', samples=True), (True, False, 8)),
+])
+def test_check_sources_accepts_what_each_box_source_needs(cfg, sources):
+    MODELS.build(dict(type='PooledPartHead', **cfg)).check_sources(*sources)

@@ -157,26 +157,13 @@ class DAFClassifier(BaseClassifier):
         self.sppn_detach_input = sppn_detach_input
         self.predict_part_top_m = predict_part_top_m
         self.part_backbone_grad_scale = part_backbone_grad_scale
-        self._check_part_pool(location_heatmap)
+        if self.part_pool is not None:
+            self.part_pool.check_sources(self.with_sppn, location_heatmap is not None,
+                                         getattr(self.sppn_head, 'rank_samples', 0))
         self.loss_weights = _loss_weights(loss_weights)
         # Set by PartLossWarmupHook; multiplies the SPPN's losses.
         self.part_loss_scale = 1.0
         self._register_load_state_dict_pre_hook(_rename_legacy_keys)
-
-    def _check_part_pool(self, location_heatmap: Optional[dict]) -> None:
-        if self.part_pool is None:
-            return
-        if self.part_pool.needs_proposals and not self.with_sppn:
-            raise ValueError(f'DAFClassifier: part_pool boxes={self.part_pool.boxes!r} '
-                             f'(samples={self.part_pool.samples}) needs the SPPN '
-                             '(sppn_head=None)')
-        if self.part_pool.needs_object_mask and location_heatmap is None:
-            raise ValueError("DAFClassifier: part_pool boxes='object' pools over the "
-                             "location heatmap's object mask; location_heatmap is None")
-        if self.part_pool.samples and self.sppn_head.rank_samples == 0:
-            raise ValueError('DAFClassifier: part_pool.samples trains the pooled cross '
-                             "entropy at the SPPN's sampled anchors; set "
-                             'sppn_head.rank_samples > 0, got 0')
 
     @property
     def with_sppn(self) -> bool:

@@ -93,6 +93,26 @@ class PooledPartHead(nn.Module):
         """Whether the box source is the location heatmap's object mask."""
         return self.boxes == 'object'
 
+    def check_sources(self, with_sppn: bool, with_heatmap: bool,
+                      rank_samples: int) -> None:
+        """Raise a ValueError when the model lacks what the box source reads.
+
+        Args:
+            with_sppn (bool): whether the model has an SPPN.
+            with_heatmap (bool): whether it has a location heatmap.
+            rank_samples (int): the SPPN's sampled anchors per image.
+        """
+        if self.needs_proposals and not with_sppn:
+            raise ValueError(f'DAFClassifier: part_pool boxes={self.boxes!r} '
+                             f'(samples={self.samples}) needs the SPPN (sppn_head=None)')
+        if self.needs_object_mask and not with_heatmap:
+            raise ValueError("DAFClassifier: part_pool boxes='object' pools over the "
+                             "location heatmap's object mask; location_heatmap is None")
+        if self.samples and rank_samples == 0:
+            raise ValueError('DAFClassifier: part_pool.samples trains the pooled cross '
+                             "entropy at the SPPN's sampled anchors; set "
+                             'sppn_head.rank_samples > 0, got 0')
+
     def forward(self, cls_head: nn.Module, feat: Tensor, img_shape: Tuple[int, int],
                 proposals: Optional[Tensor] = None,
                 object_mask: Optional[Tensor] = None,
