@@ -20,7 +20,13 @@ evaluates the FINAL-epoch checkpoint (never the best epoch) on the test split:
   position inside the image (``--random-draws`` draws per box, seeded);
 - the part-in-box rate: the fraction of boxes that contain the centre of at
   least one part region, against the same for the random boxes (boxes far
-  larger than the parts can miss with their centre and still cover a part).
+  larger than the parts can miss with their centre and still cover a part);
+- the part coverage (``PartCoverage``, regions mode): the different visible
+  parts whose region centre lies in one of the top 4 proposals of an image
+  (``parts_covered``), against random boxes of their sizes
+  (``parts_covered_random``, ``--random-draws`` redraws of an image's boxes,
+  seeded), and the visible parts per image, their ceiling (``num_parts``);
+  means over the test images, the table's ``parts`` columns.
 
 The synthetic configs use the images at their generated size (no resize or
 crop in the test pipeline), so proposals and part boxes share coordinates.
@@ -137,7 +143,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help='train every row from scratch (drops the Pretrained '
                         'init of the configs)')
     parser.add_argument('--random-draws', type=int, default=20,
-                        help='random boxes per proposed box for the random hit rate')
+                        help='random boxes per proposed box for the random hit rate '
+                        'and the random part coverage')
     parser.add_argument('--jobs', type=int, default=2,
                         help='training runs at a time (default 2: one per core)')
     parser.add_argument('--threads', type=int, default=1,

@@ -3,7 +3,8 @@
 Run in its own process (``learning.py --evaluate``, started by
 :func:`benchmarks.learning_runs.evaluate_run`): accuracies of the prediction
 and of each stream on the test split, the training split's top-1, the part hit
-rates of the SPPN proposals and statistics of their scores and boxes. With
+rates of the SPPN proposals, the different parts their top 4 cover
+(``PartCoverage``) and statistics of their scores and boxes. With
 ``--curves``, :func:`evaluate_epoch_curves` measures only the test and
 training-split top-1 of every epoch's checkpoint.
 """
@@ -22,6 +23,14 @@ from benchmarks.common import (
     read_part_boxes,
 )
 from benchmarks.learning_metrics import accuracies, hit_rates, touches_border
+
+# Proposals per image whose covered parts are counted (``PartCoverage``'s top_n).
+COVERAGE_TOP_N = 4
+# What the coverage adds to a run's evaluation (None without proposals).
+COVERAGE_KEYS = ('parts_covered', 'parts_covered_random', 'num_parts')
+# The metainfo of a data sample that ``PartCoverage`` reads besides its boxes.
+COVERAGE_METAINFO = ('img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
+                     'flip_direction')
 
 
 def predicted_samples(model, loader) -> Iterator:
@@ -49,6 +58,8 @@ class TestPredictions:
     # Per proposed box: its |score| and whether it touches the image border.
     abs_scores: List[float] = field(default_factory=list)
     border_boxes: List[bool] = field(default_factory=list)
+    # Per image with proposals: what ``PartCoverage`` reads of its data sample.
+    coverage_samples: List[dict] = field(default_factory=list)
 
 
 def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
@@ -69,8 +80,9 @@ def evaluate_checkpoint(config_file: str, checkpoint: str, data_root: str,
 
     Returns:
         dict: top-1 and mean per-class accuracy, the streams' and the training
-        split's top-1, and for a model with an SPPN the hit rates and the
-        scores' and boxes' statistics (None without one).
+        split's top-1, and for a model with an SPPN the hit rates, the part
+        coverage (:func:`part_coverage`) and the scores' and boxes' statistics
+        (None without one).
     """
     cfg, model = load_trained_model(_dumped_config(config_file), checkpoint)
     loader = build_test_loader(cfg, data_root)
@@ -177,21 +189,70 @@ def predict_test_split(model, loader, data_root: str) -> TestPredictions:
             out.abs_scores += sample.part_scores.abs().tolist()
             out.border_boxes += touches_border(out.boxes_per_image[image_id],
                                                out.img_shapes[image_id]).tolist()
+            out.coverage_samples.append(coverage_sample(sample))
     return out
+
+
+def coverage_sample(sample) -> dict:
+    """The part of a predicted DataSample that ``PartCoverage`` reads: its
+    ``part_boxes`` (as an array) and the metainfo that places the parts in
+    the network input."""
+    kept = dict(part_boxes=sample.part_boxes.detach().cpu().numpy())
+    kept.update({key: sample.get(key) for key in COVERAGE_METAINFO if key in sample})
+    return kept
+
+
+def part_coverage(samples: Sequence[dict], data_root: str, random_draws: int,
+                  top_n: int = COVERAGE_TOP_N, seed: int = 0) -> dict:
+    """Different annotated parts covered by the top-N proposals of each test
+    image, by the ``PartCoverage`` metric itself.
+
+    The synthetic set's parts are its regions (``mode='regions'``: a visible
+    part counts when the centre of its region in ``parts/part_boxes.txt``
+    lies in one of the boxes); the random boxes keep the boxes' sizes,
+    ``random_draws`` draws per image, seeded by ``seed`` and the image id.
+
+    Args:
+        samples (list[dict]): :func:`coverage_sample` of each test image with
+            proposals (at least one).
+        data_root (str): the synthetic set.
+        random_draws (int): random redraws of the boxes of an image (the hit
+            rate's ``--random-draws``).
+        top_n (int): boxes counted per image, the best first.
+        seed (int): seed of the random boxes.
+
+    Returns:
+        dict: :data:`COVERAGE_KEYS`: ``parts_covered`` and
+        ``parts_covered_random`` (means over the images) and ``num_parts``
+        (visible parts per image, their ceiling).
+    """
+    from mmdaf.evaluation import PartCoverage
+    metric = PartCoverage(data_root, top_n=top_n, mode='regions',
+                          random_draws=random_draws, seed=seed)
+    metric.process(None, samples)
+    metrics = metric.compute_metrics(metric.results)
+    return {key: metrics[key] for key in COVERAGE_KEYS}
 
 
 def part_box_statistics(predictions: TestPredictions, data_root: str,
                         random_draws: int) -> dict:
-    """Hit rates, mean box size, |score| mean and max and the share of boxes
-    on the border; every value None for a model without proposals."""
+    """Hit rates, part coverage (:func:`part_coverage`), proposals per
+    image, mean box size, |score| mean and max and the share of boxes on the
+    border; every value None for a model without proposals.
+
+    ``num_parts`` is the coverage's ceiling, the annotated parts per image;
+    the proposals per image are ``proposals_per_image`` (evaluations written
+    before the coverage kept them under ``num_parts``)."""
     boxes_per_image = predictions.boxes_per_image
     if not boxes_per_image:
         return dict(hit_rate=None, random_hit_rate=None, part_in_box_rate=None,
                     random_part_in_box_rate=None, score_abs_mean=None,
-                    score_abs_max=None, border_box_rate=None)
+                    score_abs_max=None, border_box_rate=None,
+                    **{key: None for key in COVERAGE_KEYS})
     result = hit_rates(boxes_per_image, read_part_boxes(data_root),
                        predictions.img_shapes, draws=random_draws)
-    result['num_parts'] = int(next(iter(boxes_per_image.values())).shape[0])
+    result.update(part_coverage(predictions.coverage_samples, data_root, random_draws))
+    result['proposals_per_image'] = int(next(iter(boxes_per_image.values())).shape[0])
     widths = [b[:, 2] - b[:, 0] for b in boxes_per_image.values()]
     heights = [b[:, 3] - b[:, 1] for b in boxes_per_image.values()]
     result['mean_box_wh'] = [float(np.mean(widths)), float(np.mean(heights))]

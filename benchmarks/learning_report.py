@@ -1,7 +1,9 @@
 """What ``benchmarks/learning.py`` prints: a line per finished run, then the
-summary table, the loss curves, the accuracy curves (``--curves``) and the wall
-time."""
+summary table (and a line on its part-coverage columns), the loss curves, the
+accuracy curves (``--curves``) and the wall time."""
 import statistics
+
+from benchmarks.learning_eval import COVERAGE_TOP_N
 
 # The summary table's columns: (title, metric, shown in percent).
 COLUMNS = [('top-1 %', 'top1', True), ('mean cls %', 'mean_class_acc', True),
@@ -11,7 +13,11 @@ COLUMNS = [('top-1 %', 'top1', True), ('mean cls %', 'mean_class_acc', True),
            ('train %', 'train_top1', True), ('st. train %', 'student_train_top1', True),
            ('hit %', 'hit_rate', True), ('random', 'random_hit_rate', True),
            ('part-in %', 'part_in_box_rate', True),
-           ('random', 'random_part_in_box_rate', True), ('train s', 'train_s', False)]
+           ('random', 'random_part_in_box_rate', True),
+           ('parts', 'parts_covered', False), ('random', 'parts_covered_random', False),
+           ('train s', 'train_s', False)]
+# Decimals of the columns not shown with one (counts of parts).
+DIGITS = {'parts_covered': 2, 'parts_covered_random': 2}
 # The accuracy curves printed with --curves: (title, metric of the curves).
 CURVE_LINES = [('test top-1 %', 'top1'), ('train top-1 %', 'train_top1'),
                ('student test top-1 %', 'student_top1')]
@@ -25,14 +31,15 @@ def format_run(record: dict) -> str:
             f"{record['train_s']:.0f} s, load {record['loadavg_end'][0]:.2f}")
 
 
-def _cell(stats: dict, percent: bool = True) -> str:
-    """``mean ± std`` of a summarised metric, ``-`` without values."""
-    if stats['mean'] is None:
+def _cell(stats, percent: bool = True, digits: int = 1) -> str:
+    """``mean ± std`` of a summarised metric, ``-`` without values (or
+    without the metric: a summary written before it existed)."""
+    if not stats or stats.get('mean') is None:
         return '-'
     scale = 100 if percent else 1
-    text = f"{scale * stats['mean']:.1f}"
-    if stats['std'] is not None:
-        text += f" ± {scale * stats['std']:.1f}"
+    text = f"{scale * stats['mean']:.{digits}f}"
+    if stats.get('std') is not None:
+        text += f" ± {scale * stats['std']:.{digits}f}"
     return text
 
 
@@ -40,9 +47,23 @@ def format_table(result: dict) -> str:
     """One line per row of ``result['summary']``, one column per metric."""
     lines = [f"{'config':<18}" + ''.join(f'{title:>13}' for title, _, _ in COLUMNS)]
     for name, stats in result['summary'].items():
-        lines.append(f'{name:<18}' + ''.join(f'{_cell(stats[key], percent):>13}'
-                                             for _, key, percent in COLUMNS))
+        lines.append(f'{name:<18}' + ''.join(
+            f'{_cell(stats.get(key), percent, DIGITS.get(key, 1)):>13}'
+            for _, key, percent in COLUMNS))
     return '\n'.join(lines)
+
+
+def format_coverage_note(result: dict) -> str:
+    """What the ``parts`` columns count, and their ceiling (the annotated
+    parts per test image); empty when no row has them."""
+    ceilings = sorted({f"{stats['num_parts']['mean']:.2f}"
+                       for stats in result['summary'].values()
+                       if (stats.get('num_parts') or {}).get('mean') is not None})
+    if not ceilings:
+        return ''
+    return (f'parts: different annotated parts among the top {COVERAGE_TOP_N} '
+            'proposals of a test image, mean (random: boxes of the same sizes), '
+            f"of {' / '.join(ceilings)} visible parts per image")
 
 
 def format_loss_curves(result: dict, name: str = 'loss_pred') -> str:
@@ -78,6 +99,9 @@ def format_summary(result: dict) -> str:
     and ``distill_kept`` where logged, the test, train and student test top-1
     per epoch with ``--curves``, the wall time and load averages."""
     parts = [format_table(result)]
+    note = format_coverage_note(result)
+    if note:
+        parts.append(note)
     for name in ('loss_pred', 'distill_kept'):
         curves = format_loss_curves(result, name)
         if curves:

@@ -2,8 +2,10 @@
 two-network ensemble row.
 
 Every metric of a row is summarised over its seeds (mean, sample std, min,
-max). The ensemble row of a baseline is computed from its runs, with no extra
-training: the top-1 of the mean softmax of two runs of other seeds, for every
+max); a run evaluated before a metric existed has no value for it and is left
+out of that metric's summary (``n`` counts the runs that have one). The
+ensemble row of a baseline is computed from its runs, with no extra training:
+the top-1 of the mean softmax of two runs of other seeds, for every
 pair of seeds. With ``--curves``, :func:`mean_curves` averages each row's
 per-epoch accuracies over its seeds.
 """
@@ -12,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from benchmarks.learning_eval import CURVE_METRICS
+from benchmarks.learning_eval import COVERAGE_KEYS, CURVE_METRICS
 
 # The row computed from the baseline's runs: the mean softmax of two
 # baselines trained with different seeds (every pair of seeds), the
@@ -24,7 +26,20 @@ METRICS = ('top1', 'mean_class_acc', 'student_top1', 'student_image_top1',
            'teacher_top1', 'train_top1',
            'student_train_top1', 'hit_rate', 'random_hit_rate',
            'part_in_box_rate', 'random_part_in_box_rate', 'score_abs_mean',
-           'score_abs_max', 'border_box_rate')
+           'score_abs_max', 'border_box_rate', *COVERAGE_KEYS)
+
+
+def run_value(record: dict, metric: str) -> Optional[float]:
+    """A run's value of a metric of :data:`METRICS`, None where it has none.
+
+    An evaluation written before the part coverage existed has no
+    ``parts_covered`` and kept the proposals per image under ``num_parts``,
+    which is not the coverage's ``num_parts`` (annotated parts per image):
+    none of the coverage's values is read from it.
+    """
+    if metric in COVERAGE_KEYS and 'parts_covered' not in record:
+        return None
+    return record.get(metric)
 
 
 def summarise(values: Sequence[float]) -> Dict[str, Optional[float]]:
@@ -82,13 +97,14 @@ def aggregate(records: List[dict], config_names: Sequence[str]) -> Dict[str, dic
     summary = {}
     for name in config_names:
         runs = [r for r in records if r['config'] == name]
-        summary[name] = {metric: summarise([r.get(metric) for r in runs])
+        summary[name] = {metric: summarise([run_value(r, metric) for r in runs])
                          for metric in METRICS}
         summary[name]['train_s'] = summarise([r['train_s'] for r in runs])
         ensemble_name = ensemble_row_name(name)
         if ensemble_name and len(runs) > 1:
             pairs = pairwise_ensembles(runs)
-            summary[ensemble_name] = {metric: summarise([p.get(metric) for p in pairs])
+            summary[ensemble_name] = {metric: summarise([run_value(p, metric)
+                                                         for p in pairs])
                                       for metric in METRICS}
             summary[ensemble_name]['train_s'] = summarise([p['train_s'] for p in pairs])
             summary[ensemble_name]['pairs'] = pairs

@@ -911,3 +911,228 @@ def test_student_image_top1_switches_the_pooled_prediction_off(monkeypatch):
     model.part_pool.predict = False
     assert learning_eval.student_image_top1(model, None, [1], 2, student_top1=0.9) == 0.9
     assert seen == [False]
+
+
+# ----------------------------------------------------------------------------
+# learning.py: part coverage of the top-4 proposals (PartCoverage)
+# ----------------------------------------------------------------------------
+def _coverage_record(config, seed, top1, **coverage):
+    return dict(config=config, seed=seed, top1=top1, mean_class_acc=top1,
+                train_s=10.0, **coverage)
+
+
+# Three seeds of a row with proposals, a baseline without, and a row whose
+# runs were evaluated before the coverage existed (their num_parts is the
+# proposals per image, 4) or partly so.
+COVERAGE_RECORDS = [
+    _coverage_record('baseline', 0, 0.5, hit_rate=None, parts_covered=None,
+                     parts_covered_random=None, num_parts=None),
+    _coverage_record('sppn', 0, 0.6, hit_rate=0.4, num_parts=4),
+    _coverage_record('sppn', 1, 0.7, hit_rate=0.5, num_parts=4),
+    _coverage_record('daf', 0, 0.70, hit_rate=0.4, parts_covered=1.0,
+                     parts_covered_random=0.5, num_parts=4.5, proposals_per_image=4),
+    _coverage_record('daf', 1, 0.75, hit_rate=0.5, parts_covered=1.5,
+                     parts_covered_random=0.5, num_parts=4.5, proposals_per_image=4),
+    _coverage_record('daf', 2, 0.80, hit_rate=0.6, parts_covered=2.5,
+                     parts_covered_random=0.8, num_parts=4.5, proposals_per_image=4),
+    _coverage_record('daf_old', 0, 0.7, hit_rate=0.4, num_parts=4),
+    _coverage_record('daf_old', 1, 0.8, hit_rate=0.5, parts_covered=2.0,
+                     parts_covered_random=1.0, num_parts=5.0),
+]
+
+
+def test_summary_carries_the_part_coverage_mean_and_std_over_seeds():
+    summary = learning_tables.aggregate(COVERAGE_RECORDS,
+                                        ['baseline', 'sppn', 'daf', 'daf_old'])
+    daf = summary['daf']
+    # (1.0, 1.5, 2.5): mean 5/3, squared deviations 4/9 + 1/36 + 25/36 = 7/6.
+    assert daf['parts_covered']['mean'] == pytest.approx(5 / 3)
+    assert daf['parts_covered']['std'] == pytest.approx((7 / 12) ** 0.5)
+    assert (daf['parts_covered']['min'], daf['parts_covered']['max'],
+            daf['parts_covered']['n']) == (1.0, 2.5, 3)
+    # (0.5, 0.5, 0.8): mean 0.6, squared deviations 0.01 + 0.01 + 0.04.
+    assert daf['parts_covered_random']['mean'] == pytest.approx(0.6)
+    assert daf['parts_covered_random']['std'] == pytest.approx(0.03 ** 0.5)
+    assert daf['num_parts']['mean'] == 4.5 and daf['num_parts']['std'] == 0.0
+    # No proposals, and old evaluations: no values; their num_parts (the
+    # proposals per image) is not taken for the annotated parts.
+    for row in ('baseline', 'sppn'):
+        for key in ('parts_covered', 'parts_covered_random', 'num_parts'):
+            assert summary[row][key] == dict(mean=None, std=None, min=None, max=None,
+                                             n=0), (row, key)
+    assert summary['sppn']['hit_rate']['mean'] == pytest.approx(0.45)
+    # One old run and one new: the new one alone.
+    assert summary['daf_old']['parts_covered'] == dict(mean=2.0, std=None, min=2.0,
+                                                       max=2.0, n=1)
+    assert summary['daf_old']['num_parts']['mean'] == 5.0
+
+
+def _table_cells(text):
+    """Rows of a printed table -> their 13-character cells after the name."""
+    return {line[:18].strip(): [line[i:i + 13].strip() for i in range(18, len(line), 13)]
+            for line in text.splitlines()}
+
+
+def test_report_prints_the_coverage_columns_and_dashes_without_them():
+    summary = learning_tables.aggregate(COVERAGE_RECORDS,
+                                        ['baseline', 'sppn', 'daf', 'daf_old'])
+    cells = _table_cells(learning_report.format_table(dict(summary=summary)))
+    titles = cells['config']
+    parts, random = titles.index('parts'), titles.index('parts') + 1
+    assert titles[random] == 'random' and titles[-1] == 'train s'
+    assert (cells['daf'][parts], cells['daf'][random]) == ('1.67 ± 0.76', '0.60 ± 0.17')
+    assert (cells['daf_old'][parts], cells['daf_old'][random]) == ('2.00', '1.00')
+    for row in ('baseline', 'sppn'):
+        assert (cells[row][parts], cells[row][random]) == ('-', '-'), row
+    # The other columns are as before: top-1, hit rate and train s.
+    assert cells['daf'][titles.index('top-1 %')] == '75.0 ± 5.0'
+    assert cells['daf'][titles.index('hit %')] == '50.0 ± 10.0'
+    assert cells['daf'][-1] == '10.0 ± 0.0'
+    assert cells['sppn'][titles.index('hit %')] == '45.0 ± 7.1'
+    # A summary written before the coverage existed has no such keys at all.
+    old_summary = {'daf': {key: value for key, value in summary['daf'].items()
+                           if key not in ('parts_covered', 'parts_covered_random',
+                                          'num_parts')}}
+    old_cells = _table_cells(learning_report.format_table(dict(summary=old_summary)))
+    assert (old_cells['daf'][parts], old_cells['daf'][random]) == ('-', '-')
+    assert old_cells['daf'][titles.index('top-1 %')] == '75.0 ± 5.0'
+    # The note under the table gives the ceilings (here 4.5 and 5 parts).
+    assert learning_report.format_coverage_note(dict(summary=summary)) == (
+        'parts: different annotated parts among the top 4 proposals of a test '
+        'image, mean (random: boxes of the same sizes), of 4.50 / 5.00 visible '
+        'parts per image')
+    assert learning_report.format_coverage_note(dict(summary=old_summary)) == ''
+
+
+def test_learning_json_carries_the_coverage_and_old_runs_print_dashes(
+        tmp_path, monkeypatch, capsys):
+    records = [dict(r, loadavg_end=[0.0] * 3) for r in COVERAGE_RECORDS
+               if r['config'] in ('baseline', 'sppn', 'daf')]
+    monkeypatch.setattr(learning, 'prepare_data', lambda args: '/data')
+    monkeypatch.setattr(learning, 'run_all', lambda args, data_root: records)
+    out = tmp_path / 'result.json'
+    learning.main(['--configs', 'baseline', 'sppn', 'daf', '--no-pretrain',
+                   '--work-dir', str(tmp_path), '--out', str(out)])
+    summary = json.loads(out.read_text())['summary']
+    assert summary['daf']['parts_covered']['mean'] == pytest.approx(5 / 3)
+    assert summary['daf']['parts_covered']['std'] == pytest.approx((7 / 12) ** 0.5)
+    assert summary['daf']['parts_covered_random']['mean'] == pytest.approx(0.6)
+    assert summary['daf']['num_parts']['mean'] == 4.5
+    assert summary['sppn']['parts_covered']['mean'] is None
+    assert summary['baseline']['num_parts']['mean'] is None
+    cells = _table_cells(capsys.readouterr().out.split('\nparts:')[0])
+    parts = cells['config'].index('parts')
+    assert cells['daf'][parts:parts + 2] == ['1.67 ± 0.76', '0.60 ± 0.17']
+    assert cells['sppn'][parts:parts + 2] == ['-', '-']
+    assert cells['baseline'][parts:parts + 2] == ['-', '-']
+
+
+def _visible_part_centres(data_root):
+    """image id -> (P, 2) centres of its visible parts' regions, read by hand
+    from parts/part_locs.txt and parts/part_boxes.txt."""
+    visible = {}
+    for line in (pathlib.Path(data_root) / 'parts' / 'part_locs.txt').read_text().split('\n'):
+        if line.strip():
+            image_id, part_id, _, _, shown = line.split()
+            visible[(int(image_id), int(part_id))] = shown == '1'
+    centres = {}
+    for line in (pathlib.Path(data_root) / 'parts' / 'part_boxes.txt').read_text().split('\n'):
+        if line.strip():
+            image_id, part_id, x1, y1, x2, y2 = line.split()
+            if visible[(int(image_id), int(part_id))]:
+                centres.setdefault(int(image_id), []).append(
+                    ((float(x1) + float(x2)) / 2, (float(y1) + float(y2)) / 2))
+    return {image_id: np.array(points) for image_id, points in centres.items()}
+
+
+class _Proposes(torch.nn.Module):
+    """Stand-in DAF model: predicts the ground truth, with 5 proposals per
+    image: tiny boxes on its first and second visible part, the first again,
+    then ``fourth`` (a tiny box on the first part, or the whole image), and
+    the whole image fifth (beyond the top 4)."""
+
+    def __init__(self, data_root, fourth):
+        super().__init__()
+        from mmpretrain.models import ClsDataPreprocessor
+        self.data_preprocessor = ClsDataPreprocessor(num_classes=4)
+        self.image_ids = common.read_image_ids(data_root)
+        self.images_dir = osp.join(data_root, 'images')
+        self.centres = _visible_part_centres(data_root)
+        self.fourth = fourth
+
+    def forward(self, inputs, data_samples, mode):
+        for sample in data_samples:
+            label = int(sample.gt_label)
+            sample.set_pred_label(torch.tensor([label]))
+            sample.set_pred_score(torch.nn.functional.one_hot(torch.tensor(label), 4).float())
+            image_id = self.image_ids[osp.relpath(sample.img_path, self.images_dir)]
+            # (A training image may show fewer than 2 parts: any points then.)
+            points = self.centres.get(image_id, np.zeros((0, 2)))
+            first, second = points[:2] if len(points) >= 2 else ((1.0, 1.0), (2.0, 2.0))
+            height, width = sample.img_shape
+            whole = [0.0, 0.0, float(width), float(height)]
+
+            def tiny(c):
+                return [c[0] - 0.01, c[1] - 0.01, c[0] + 0.01, c[1] + 0.01]
+
+            fourth = tiny(first) if self.fourth == 'tiny' else whole
+            boxes = [tiny(first), tiny(second), tiny(first), fourth, whole]
+            sample.set_field(torch.tensor(boxes), 'part_boxes', field_type='data')
+            sample.set_field(torch.tensor([4., 3., 2., 1., 0.]), 'part_scores',
+                             field_type='data')
+        return data_samples
+
+
+@pytest.mark.parametrize('fourth', ['tiny', 'whole'])
+def test_evaluation_counts_the_parts_the_top_4_proposals_cover(fourth, tmp_path,
+                                                               monkeypatch):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import mmdaf.evaluation
+    from mmdaf.datasets import make_synthetic_fgvc
+    init_default_scope('mmpretrain')
+    data_root = str(tmp_path / 'set')
+    make_synthetic_fgvc(data_root, num_classes=4, train_per_class=1, test_per_class=2,
+                        img_size=32, seed=0)
+    cfg = Config.fromfile(config_path('_base_/datasets/synthetic_fgvc.py'))
+    monkeypatch.setattr(learning_eval, 'load_trained_model',
+                        lambda config_file, checkpoint: (cfg, _Proposes(data_root, fourth)))
+    built = []
+
+    class Spy(mmdaf.evaluation.PartCoverage):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(mmdaf.evaluation, 'PartCoverage', Spy)
+    result = learning_eval.evaluate_checkpoint('run/cfg.py', 'epoch_8.pth', data_root,
+                                               num_classes=4, random_draws=3)
+    assert built == [dict(top_n=4, mode='regions', random_draws=3, seed=0)]
+    assert result['num_test'] == 8 and result['top1'] == 1.0
+    # The test images (ids listed in train_test_split.txt with 0) and their
+    # visible parts, all inside the 32 px image.
+    split = dict(line.split() for line in
+                 (tmp_path / 'set' / 'train_test_split.txt').read_text().splitlines())
+    test_ids = [int(image_id) for image_id, is_train in split.items() if is_train == '0']
+    centres = _visible_part_centres(data_root)
+    assert len(test_ids) == 8
+    for image_id in test_ids:
+        points = centres.get(image_id, np.zeros((0, 2)))
+        assert len(points) >= 2 and np.ptp(points[:2], axis=0).max() > 0.02
+        assert ((points >= 0) & (points <= 32)).all()
+    num_parts = np.mean([len(centres[image_id]) for image_id in test_ids])
+    assert 2 < num_parts < 5  # some parts are hidden
+    assert result['num_parts'] == pytest.approx(num_parts)
+    assert result['proposals_per_image'] == 5
+    if fourth == 'tiny':
+        # Two different parts (the first counts once); the whole image fifth
+        # is not among the top 4. Random boxes of 0.02 px cover nothing.
+        assert result['parts_covered'] == 2.0
+        assert result['parts_covered_random'] < 0.01
+    else:
+        # The whole image as fourth box covers every part, wherever it is drawn.
+        assert result['parts_covered'] == pytest.approx(num_parts)
+        assert result['parts_covered_random'] == pytest.approx(num_parts)
+    # The hit rate still counts all 5 boxes: the tiny ones hit their part.
+    assert result['hit_rate'] >= (4 if fourth == 'tiny' else 3) / 5
