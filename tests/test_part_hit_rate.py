@@ -4,13 +4,11 @@ import os.path as osp
 
 import numpy as np
 import pytest
-import torch
 from conftest import config_path, drop_synthetic_pretrained
 from mmengine.config import Config
-from mmengine.evaluator import Evaluator
 from mmengine.registry import init_default_scope
 from mmpretrain.registry import METRICS, TRANSFORMS
-from mmpretrain.structures import DataSample
+from part_metric_helpers import evaluate, make_sample, visible_part_regions, write_cub_root
 
 from mmdaf.evaluation import PartHitRate
 from mmdaf.evaluation.part_hit_rate import flip_points, original_to_input
@@ -42,28 +40,7 @@ PART_BOXES = """\
 
 @pytest.fixture
 def data_root(tmp_path):
-    root = tmp_path / 'CUB'
-    (root / 'parts').mkdir(parents=True)
-    (root / 'images.txt').write_text(IMAGES)
-    (root / 'parts' / 'part_locs.txt').write_text(PART_LOCS)
-    (root / 'parts' / 'part_boxes.txt').write_text(PART_BOXES)
-    return str(root)
-
-
-def make_sample(data_root, rel_path, boxes, ori_shape, img_shape=None, **metainfo):
-    sample = DataSample().set_gt_label(0)
-    sample.set_metainfo(dict(img_path=osp.join(data_root, 'images', rel_path),
-                             ori_shape=ori_shape, img_shape=img_shape or ori_shape,
-                             **metainfo))
-    if boxes is not None:
-        sample.set_field(torch.tensor(boxes, dtype=torch.float32), 'part_boxes')
-    return sample
-
-
-def evaluate(metric, samples):
-    evaluator = Evaluator(metric)
-    evaluator.process(data_samples=samples)
-    return evaluator.evaluate(len(samples))
+    return write_cub_root(tmp_path, IMAGES, PART_LOCS, PART_BOXES)
 
 
 def score(metric, sample):
@@ -303,26 +280,10 @@ def test_bad_arguments(data_root, kwargs, message):
         PartHitRate(data_root, **kwargs)
 
 
-def read_part_regions(root):
-    """image id -> (P, 4) part regions of the visible parts of a synthetic set."""
-    visible = {}
-    with open(osp.join(root, 'parts', 'part_locs.txt')) as f:
-        for line in f:
-            image_id, part_id, _, _, flag = line.split()
-            visible[image_id, part_id] = flag == '1'
-    regions = {}
-    with open(osp.join(root, 'parts', 'part_boxes.txt')) as f:
-        for line in f:
-            image_id, part_id, *box = line.split()
-            if visible[image_id, part_id]:
-                regions.setdefault(int(image_id), []).append([float(v) for v in box])
-    return regions
-
-
 def test_synthetic_part_regions_hit_their_own_keypoints(tiny_cub_root):
     # Proposing the drawn regions of the visible parts must hit in both modes:
     # checks our reading of the files make_synthetic_fgvc writes.
-    regions = read_part_regions(tiny_cub_root)
+    regions = visible_part_regions(tiny_cub_root)
     with open(osp.join(tiny_cub_root, 'images.txt')) as f:
         paths = dict(line.split() for line in f)
     samples = [make_sample(tiny_cub_root, paths[str(image_id)], boxes, (64, 64))

@@ -410,3 +410,16 @@ def regions_inside(regions_xyxy: np.ndarray, img_shape: Sequence[int]) -> np.nda
             & (regions_xyxy[:, 3] >= 0) & (regions_xyxy[:, 1] <= height))
     limits = np.array([width, height, width, height], dtype=np.float64)
     return np.clip(regions_xyxy[keep], 0, limits)
+
+
+def check_metric_args(name: str, mode: str, crop: str, **positive_ints: int) -> None:
+    """ValueErrors, prefixed with the metric's ``name``, for a ``mode`` or
+    ``crop`` outside :data:`MODES` / :data:`CROPS` and for keyword values that
+    are not positive ints (bools refused)."""
+    if mode not in MODES:
+        raise ValueError(f'{name}: mode must be one of {MODES}, got {mode!r}')
+    if crop not in CROPS:
+        raise ValueError(f'{name}: crop must be one of {CROPS}, got {crop!r}')
+    for key, value in positive_ints.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f'{name}: {key} must be a positive int, got {value!r}')

@@ -17,11 +17,10 @@ from mmengine.logging import MMLogger
 from mmpretrain.registry import METRICS
 
 from .part_annotations import (
-    CROPS,
     IMAGES_FILE,
-    MODES,
     PART_BOXES_FILE,
     PART_LOCS_FILE,
+    check_metric_args,
     points_in_boxes,
     points_inside,
     points_to_input,
@@ -118,13 +117,7 @@ class PartCoverage(BaseMetric):
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
-        if mode not in MODES:
-            raise ValueError(f'{NAME}: mode must be one of {MODES}, got {mode!r}')
-        if crop not in CROPS:
-            raise ValueError(f'{NAME}: crop must be one of {CROPS}, got {crop!r}')
-        for name, value in (('top_n', top_n), ('random_draws', random_draws)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f'{NAME}: {name} must be a positive int, got {value!r}')
+        check_metric_args(NAME, mode, crop, top_n=top_n, random_draws=random_draws)
         self.data_root = data_root
         self.top_n = top_n
         self.mode = mode

@@ -16,13 +16,12 @@ from mmengine.logging import MMLogger
 from mmpretrain.registry import METRICS
 
 from .part_annotations import (
-    CROPS,
     IMAGES_FILE,
-    MODES,
     PART_BOXES_FILE,
     PART_LOCS_FILE,
     box_centres_in_regions,
     boxes_containing_points,
+    check_metric_args,
     points_inside,
     points_to_input,
     random_boxes_like,
@@ -106,13 +105,7 @@ class PartHitRate(BaseMetric):
                  collect_device: str = 'cpu',
                  prefix: Optional[str] = None) -> None:
         super().__init__(collect_device=collect_device, prefix=prefix)
-        if mode not in MODES:
-            raise ValueError(f'PartHitRate: mode must be one of {MODES}, got {mode!r}')
-        if crop not in CROPS:
-            raise ValueError(f'PartHitRate: crop must be one of {CROPS}, got {crop!r}')
-        if not isinstance(random_draws, int) or random_draws < 1:
-            raise ValueError(f'PartHitRate: random_draws must be a positive int, '
-                             f'got {random_draws!r}')
+        check_metric_args(NAME, mode, crop, random_draws=random_draws)
         self.data_root = data_root
         self.mode = mode
         self.random_draws = random_draws

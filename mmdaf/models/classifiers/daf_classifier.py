@@ -163,7 +163,8 @@ class DAFClassifier(BaseClassifier):
         self.loss_weights = _loss_weights(loss_weights)
         # Set by PartLossWarmupHook; multiplies the SPPN's losses.
         self.part_loss_scale = 1.0
-        self._register_load_state_dict_pre_hook(_rename_legacy_keys)
+        # Checkpoints saved before the distiller was a component load too.
+        self._register_load_state_dict_pre_hook(rename_legacy_distill_keys)
 
     @property
     def with_sppn(self) -> bool:
@@ -433,9 +434,3 @@ def _loss_weights(loss_weights: Optional[Dict[str, float]]) -> Dict[str, float]:
                          f'expected some of {LOSS_GROUPS}')
     weights.update(loss_weights or {})
     return weights
-
-
-def _rename_legacy_keys(state_dict: dict, prefix: str, *args) -> None:
-    """Load-time converter for checkpoints saved before the split into
-    components (the distiller's regressor moved under ``distill.``)."""
-    rename_legacy_distill_keys(state_dict, prefix)

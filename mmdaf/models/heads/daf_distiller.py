@@ -104,10 +104,11 @@ class DAFDistiller(BaseModule):
             distill_kept=gate.mean())
 
 
-def rename_legacy_distill_keys(state_dict: dict, prefix: str) -> None:
+def rename_legacy_distill_keys(state_dict: dict, prefix: str, *args) -> None:
     """Checkpoints saved before the distiller was a module kept its regressor
     at ``hint_regressor.*`` of the classifier: move those keys (in place)
-    under ``distill.hint_regressor.*``."""
+    under ``distill.hint_regressor.*``. A load-state-dict pre-hook of the
+    classifier (the hook's other arguments are ignored)."""
     old = prefix + 'hint_regressor.'
     for key in [k for k in state_dict if k.startswith(old)]:
         state_dict[prefix + 'distill.' + key[len(prefix):]] = state_dict.pop(key)
