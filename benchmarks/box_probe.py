@@ -174,6 +174,16 @@ def parts_hit(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> int:
     return int(boxes_containing_points(regions_xyxy, centres).sum())
 
 
+def centres_in_regions(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> np.ndarray:
+    """(P, M) bool: whether region p holds the centre of box m (edges
+    inside)."""
+    centres = (boxes_xyxy[:, :2] + boxes_xyxy[:, 2:]) / 2
+    return ((centres[None, :, 0] >= regions_xyxy[:, None, 0])
+            & (centres[None, :, 0] <= regions_xyxy[:, None, 2])
+            & (centres[None, :, 1] >= regions_xyxy[:, None, 1])
+            & (centres[None, :, 1] <= regions_xyxy[:, None, 3]))
+
+
 def cell_centres(grid_shape: Sequence[int], img_shape: Sequence[int]) -> np.ndarray:
     """(h * w, 2) xy input-pixel centres of an h x w grid's cells, row-major."""
     height, width = grid_shape
@@ -298,6 +308,8 @@ def tally_image(tally: Tally, probe: BoxClassifier, feat, image_logits, label: i
     tally.add('proposals.each_miss', right[~hits])
     for kind in ('proposals', 'proposals_random'):
         tally.add_count(f'{kind}.parts_hit', parts_hit(boxes[kind][0].numpy(), regions))
+    for name, landed in zip(region_names, centres_in_regions(proposals[0].numpy(), regions)):
+        tally.add(f'proposals.in.{name}', landed)
 
 
 def probe_run(run_dir: str, data_root: str, top_m: int, seed: int,
@@ -384,6 +396,10 @@ def print_summary(summary: Dict[str, List[float]], num_runs: int) -> None:
     if windows:
         print('  student on the part windows: ' + ', '.join(
             f'{name[len("window."):]} {summary[name][0]:.1f}' for name in windows))
+    landed = [name for name in summary if name.startswith('proposals.in.')]
+    if landed:
+        print('  proposals whose centre lies in each part: ' + ', '.join(
+            f'{name[len("proposals.in."):]} {summary[name][0]:.1f}' for name in landed))
     mask = [name for name in summary if name.startswith('object_mask.')]
     if mask:
         print('  object mask (% of cells): ' + ', '.join(

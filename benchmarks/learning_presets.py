@@ -22,6 +22,11 @@ CONFIGS = {
     'sppn_lhm_teacher': 'configs/ablation/r18_sppn_lhm_teacher_synthetic.py',
     'daf': 'configs/daf_r18_synthetic.py',
     'daf_no_attention': 'configs/ablation/r18_daf_no-attention_synthetic.py',
+    # The complete DAF with part discovery (PartDiscoveryHead) for the
+    # SPPN's ranking, and the same with a teacher without attention inputs.
+    'daf_parts': 'configs/daf_r18_part-discovery_synthetic.py',
+    'daf_parts_no_attention':
+    'configs/ablation/r18_daf_part-discovery_no-attention_synthetic.py',
     # The complete DAF with the paper's distillation (gated by the teacher's
     # top-1), as shipped before the validation set dropped it.
     'daf_distill': 'configs/ablation/r18_daf_distill_synthetic.py',

@@ -73,7 +73,9 @@ def cfg_options(config: str, data_root: str, num_classes: int, img_size: int,
             options['model.teacher.backbone.init_cfg'] = None
     if model.get('fusion_head') is not None:
         options['model.fusion_head.num_classes'] = num_classes
-    if model.get('sppn_head') is not None and img_size != 64:
+    if model.get('sppn_head', {}).get('num_classes') is not None:
+        options['model.sppn_head.num_classes'] = num_classes
+    if model.get('sppn_head', {}).get('anchor_generator') is not None and img_size != 64:
         options['model.sppn_head.anchor_generator.octave_base_scale'] = \
             ANCHOR_BASE_SCALE_AT_64 * img_size / 64
     # Only the train loader: --no-validate drops the val loader, and the test

@@ -72,9 +72,15 @@ def rank_target_runs_passes(model) -> bool:
     does (``PartImageRankTarget``: the proposals' targets come from the part
     pass) only for the K sampled anchors' single-box part images
     (``SPPNHead(rank_samples=K)``)."""
-    if not model.with_sppn:
+    if not model.with_sppn or learns_from_labels(model):
         return False
     return model.sppn_head.rank_samples > 0 or not model.rank_target.uses_part_images
+
+
+def learns_from_labels(model) -> bool:
+    """Whether the proposal head ranks nothing and learns from the labels
+    (``PartDiscoveryHead``)."""
+    return getattr(model.sppn_head, 'learns_from_labels', False)
 
 
 class DAFSteps:
@@ -348,8 +354,15 @@ class DAFSteps:
             part_ce = F.cross_entropy(part_logits.flatten(0, 1),
                                       self.labels.repeat_interleave(num_parts),
                                       reduction='none').view(-1, num_parts)
-        total = total + sum(model.sppn_head.loss(boxes, scores, part_ce,
-                                                 self.student.object_area).values())
+        if learns_from_labels(model):
+            # Its forward again on the (detached) stages, as DAFClassifier.sppn_loss.
+            head_losses = model.sppn_head.loss_by_labels(
+                model.proposal_features(_leaves(self.student.feats)), self.labels)
+            total = total + sum(value for key, value in head_losses.items()
+                                if key.startswith('loss'))
+        else:
+            total = total + sum(model.sppn_head.loss(boxes, scores, part_ce,
+                                                     self.student.object_area).values())
         if model.loss_concentrate is not None:
             total = total + model.loss_concentrate(part_logits, self.labels)
         self._backward(total)
@@ -440,6 +453,6 @@ def measure_breakdown(steps: DAFSteps, daf_time: float, warmup: int, repeats: in
         # Stages are FLOP-complete: their sum equals the DAF step's count.
         result['breakdown_flops_sum'] = sum(row['flops'] for row in rows)
     result['breakdown_unattributed_s'] = daf_time - stage_sum
-    if steps.model.with_sppn:
+    if steps.model.with_sppn and not learns_from_labels(steps.model):
         result['sppn_forward_detail_s'] = steps.sppn_detail(warmup, repeats)
     return result

@@ -23,6 +23,16 @@ def test_parts_hit_counts_each_part_once():
     assert box_probe.parts_hit(boxes[3:], regions) == 0
 
 
+def test_centres_in_regions_says_which_part_holds_each_box_centre():
+    regions = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], dtype=np.float32)
+    # Centres (5, 5), (25, 25), (40, 40) and (10, 10) on the first region's edge.
+    boxes = np.array([[0, 0, 10, 10], [22, 22, 28, 28], [35, 35, 45, 45], [8, 8, 12, 12]],
+                     dtype=np.float32)
+    landed = box_probe.centres_in_regions(boxes, regions)
+    assert landed.shape == (2, 4) and landed.dtype == bool
+    assert landed.tolist() == [[True, False, False, True], [False, True, False, False]]
+
+
 def test_tally_boxes_each_mean_and_with_image():
     tally = box_probe.Tally()
     # Box 0 says class 0 strongly, boxes 1 and 2 say class 1 weakly; label 1.

@@ -33,6 +33,8 @@ CONFIGS = sorted(
 DAF_STUDENT_LOSSES = {'loss_pred', 'loss_rank', 'loss_overlap', 'loss_area'}
 TEACHER_LOSSES = {'loss_teacher', 'loss_group', 'loss_csf'}
 DISTILL_LOSSES = {'loss_hint', 'loss_soft'}
+PART_DISCOVERY_LOSSES = {'loss_part_cls', 'loss_concentration', 'loss_orthogonality',
+                         'loss_presence'}
 
 
 # The checkpoints the configs download, and the mmpretrain model each one holds.
@@ -168,7 +170,8 @@ def check_pretrained_loaded(model: torch.nn.Module, path: str, prefix: str,
     return widened
 
 
-FULL_SIZE = {'ablation/r50_sppn_cub.py', 'ablation/r50_sppn_lhm_cub.py', 'daf_r50_cub.py'}
+FULL_SIZE = {'ablation/r50_sppn_cub.py', 'ablation/r50_sppn_lhm_cub.py', 'daf_r50_cub.py',
+             'daf_r50_part-discovery_cub.py'}
 
 
 def input_size(name: str, cfg: Config) -> int:
@@ -182,6 +185,8 @@ def expected_losses(model_cfg) -> set:
     if model_cfg.type == 'ImageClassifier':
         return {'loss'}
     expected = set(DAF_STUDENT_LOSSES)
+    if model_cfg.sppn_head.type == 'PartDiscoveryHead':
+        expected = {'loss_pred'} | PART_DISCOVERY_LOSSES
     if model_cfg.get('loss_concentrate') is not None:
         expected.add('loss_con')
     if model_cfg.get('teacher') is not None:

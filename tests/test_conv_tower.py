@@ -22,3 +22,13 @@ def test_conv_tower_without_convs_is_the_identity():
     feat = torch.randn(1, 3, 4, 4)
     tower = conv_tower(3, 8, 0)
     assert len(tower) == 0 and torch.equal(tower(feat), feat)
+
+
+def test_kernel_size_is_padded_to_keep_the_size():
+    tower = conv_tower(3, 4, 2, kernel_size=1)
+    convs = [layer for layer in tower if isinstance(layer, torch.nn.Conv2d)]
+    assert [conv.kernel_size for conv in convs] == [(1, 1), (1, 1)]
+    assert [conv.padding for conv in convs] == [(0, 0), (0, 0)]
+    assert tower(torch.randn(1, 3, 5, 7)).shape == (1, 4, 5, 7)
+    five = conv_tower(3, 4, 1, kernel_size=5)
+    assert five[0].padding == (2, 2) and five(torch.randn(1, 3, 5, 7)).shape == (1, 4, 5, 7)

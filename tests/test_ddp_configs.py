@@ -144,6 +144,9 @@ def expected_losses(config: str) -> set:
     if model.type != 'DAFClassifier':
         return {'loss'}
     expected = {'loss', 'loss_pred', 'loss_rank', 'loss_overlap', 'loss_area'}
+    if model.sppn_head.type == 'PartDiscoveryHead':
+        expected = {'loss', 'loss_pred', 'loss_part_cls', 'loss_concentration',
+                    'loss_orthogonality', 'loss_presence'}
     if model.get('loss_concentrate') is not None:
         expected.add('loss_con')
     if model.get('teacher') is not None:

@@ -90,7 +90,9 @@ class DAFClassifier(BaseClassifier):
         location_heatmap (dict, optional): ``LocationHeatmap``.
         sppn_neck (dict, optional): mmdet neck on (C3, C4, C5), e.g. ``FPN``
             (``_scope_='mmdet'``).
-        sppn_head (dict, optional): ``SPPNHead`` (``_scope_='mmdet'``).
+        sppn_head (dict, optional): ``SPPNHead`` (``_scope_='mmdet'``), or a
+            head that learns from the labels instead of a ranking target
+            (``learns_from_labels``: ``PartDiscoveryHead``).
         rank_target (dict): what orders the proposals and the sampled anchors
             in ``loss_rank``, a ``TASK_UTILS`` type. Defaults to the paper's
             ``dict(type='PartImageRankTarget')``.
@@ -217,13 +219,18 @@ class DAFClassifier(BaseClassifier):
         """The SPPN on the student stages: (B, N, 4) proposals, (B, N) scores
         and, on a training step that samples, (B, K, 4) sampled anchors and
         (B, K) scores from the same dense pass (else None, None)."""
-        if self.sppn_detach_input:
-            feats = tuple(feat.detach() for feat in feats)
-        sppn_feats = self.sppn_neck(feats)
+        sppn_feats = self.proposal_features(feats)
         if self.training and self.sppn_head.samples_this_step():
             return self.sppn_head.propose_and_sample(sppn_feats, img_shape, object_mask)
         boxes, box_scores = self.sppn_head.propose(sppn_feats, img_shape, object_mask)
         return boxes, box_scores, None, None
+
+    def proposal_features(self, feats: Sequence[Tensor]) -> Sequence[Tensor]:
+        """The SPPN neck's levels on the student stages (detached from the
+        backbone with ``sppn_detach_input``)."""
+        if self.sppn_detach_input:
+            feats = tuple(feat.detach() for feat in feats)
+        return self.sppn_neck(feats)
 
     def pooled_part_logits(self, student: StudentOutput, img_shape: Tuple[int, int],
                            data_samples: Optional[List[DataSample]]) -> Tensor:
@@ -330,18 +337,35 @@ class DAFClassifier(BaseClassifier):
 
     def sppn_loss(self, inputs: Tensor, student: StudentOutput, labels: Tensor,
                   clean_bn_stats: Optional[dict]) -> Dict[str, Tensor]:
-        """The SPPN's losses (ranking by ``rank_target``, overlap, area) and
-        L_con, unweighted; runs the part pass when something reads it."""
+        """The proposal head's losses and L_con, unweighted: the SPPN's
+        ranking (by ``rank_target``), overlap and area, or a head's own
+        losses from the labels (``learns_from_labels``, part discovery).
+        Runs the part pass when something reads it."""
+        learns_from_labels = getattr(self.sppn_head, 'learns_from_labels', False)
         sampling = student.sample_boxes is not None
-        ranks = self.sppn_head.ranks(with_samples=sampling)
+        ranks = not learns_from_labels and self.sppn_head.ranks(with_samples=sampling)
         part_logits = part_ce = None
         if self.loss_concentrate is not None or (ranks and
                                                  self.rank_target.uses_part_images):
             part_logits = self.part_logits(inputs, student.boxes, clean_bn_stats)
             part_ce = per_box_cross_entropy(part_logits.flatten(0, 1), labels,
                                             part_logits.shape[1])
+        if learns_from_labels:
+            losses = self.sppn_head.loss_by_labels(self.proposal_features(student.feats),
+                                                   labels)
+        else:
+            losses = self.ranking_losses(inputs, student, labels, part_ce, clean_bn_stats)
+        if self.loss_concentrate is not None:
+            losses['loss_con'] = self.loss_concentrate(part_logits, labels)
+        return losses
+
+    def ranking_losses(self, inputs: Tensor, student: StudentOutput, labels: Tensor,
+                       part_ce: Optional[Tensor],
+                       clean_bn_stats: Optional[dict]) -> Dict[str, Tensor]:
+        """The SPPN's ``loss_rank`` (ordered by ``rank_target``),
+        ``loss_overlap`` and ``loss_area``."""
         proposal_target = sample_target = None
-        if ranks:
+        if self.sppn_head.ranks(with_samples=student.sample_boxes is not None):
             proposal_target, sample_target = self.rank_target(RankingBatch(
                 inputs, labels, student.boxes, student.sample_boxes, part_ce,
                 lambda images: self.classify_part_images(images, clean_bn_stats),
@@ -349,11 +373,8 @@ class DAFClassifier(BaseClassifier):
         samples = {}
         if sample_target is not None:
             samples = dict(sample_scores=student.sample_scores, sample_ce=sample_target)
-        losses = self.sppn_head.loss(student.boxes, student.box_scores, proposal_target,
-                                     student.object_area, **samples)
-        if self.loss_concentrate is not None:
-            losses['loss_con'] = self.loss_concentrate(part_logits, labels)
-        return losses
+        return self.sppn_head.loss(student.boxes, student.box_scores, proposal_target,
+                                   student.object_area, **samples)
 
     # ------------------------------------------------------------ prediction
     def predict_logits(self, inputs: Tensor,

@@ -3,7 +3,7 @@ import torch.nn as nn
 
 
 def conv_tower(in_channels: int, feat_channels: int, num_convs: int,
-               norm_groups: int = 0) -> nn.Sequential:
+               norm_groups: int = 0, kernel_size: int = 3) -> nn.Sequential:
     """``num_convs`` times 3x3 conv (padding 1) [+ GroupNorm] + ReLU.
 
     Maps (B, in_channels, H, W) to (B, feat_channels, H, W); with
@@ -17,6 +17,8 @@ def conv_tower(in_channels: int, feat_channels: int, num_convs: int,
         num_convs (int): number of conv layers, >= 0.
         norm_groups (int): G > 0 puts a ``GroupNorm(G, feat_channels)``
             between each conv and its ReLU; 0 (default) puts none.
+        kernel_size (int): odd side of every conv's kernel, padded to keep
+            the size. Defaults to 3.
 
     Returns:
         nn.Sequential: the tower.
@@ -24,7 +26,7 @@ def conv_tower(in_channels: int, feat_channels: int, num_convs: int,
     layers = []
     for i in range(num_convs):
         layers.append(nn.Conv2d(in_channels if i == 0 else feat_channels,
-                                feat_channels, 3, padding=1))
+                                feat_channels, kernel_size, padding=kernel_size // 2))
         if norm_groups > 0:
             layers.append(nn.GroupNorm(norm_groups, feat_channels))
         layers.append(nn.ReLU(inplace=True))
