@@ -177,11 +177,9 @@ def parts_hit(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> int:
 def centres_in_regions(boxes_xyxy: np.ndarray, regions_xyxy: np.ndarray) -> np.ndarray:
     """(P, M) bool: whether region p holds the centre of box m (edges
     inside)."""
+    from mmdaf.evaluation.part_annotations import points_in_boxes
     centres = (boxes_xyxy[:, :2] + boxes_xyxy[:, 2:]) / 2
-    return ((centres[None, :, 0] >= regions_xyxy[:, None, 0])
-            & (centres[None, :, 0] <= regions_xyxy[:, None, 2])
-            & (centres[None, :, 1] >= regions_xyxy[:, None, 1])
-            & (centres[None, :, 1] <= regions_xyxy[:, None, 3]))
+    return points_in_boxes(centres[None], regions_xyxy[:, None])
 
 
 def cell_centres(grid_shape: Sequence[int], img_shape: Sequence[int]) -> np.ndarray:

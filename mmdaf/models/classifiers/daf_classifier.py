@@ -354,18 +354,19 @@ class DAFClassifier(BaseClassifier):
             losses = self.sppn_head.loss_by_labels(self.proposal_features(student.feats),
                                                    labels)
         else:
-            losses = self.ranking_losses(inputs, student, labels, part_ce, clean_bn_stats)
+            losses = self.ranking_losses(inputs, student, labels, part_ce, ranks,
+                                         clean_bn_stats)
         if self.loss_concentrate is not None:
             losses['loss_con'] = self.loss_concentrate(part_logits, labels)
         return losses
 
     def ranking_losses(self, inputs: Tensor, student: StudentOutput, labels: Tensor,
-                       part_ce: Optional[Tensor],
+                       part_ce: Optional[Tensor], ranks: bool,
                        clean_bn_stats: Optional[dict]) -> Dict[str, Tensor]:
-        """The SPPN's ``loss_rank`` (ordered by ``rank_target``),
-        ``loss_overlap`` and ``loss_area``."""
+        """The SPPN's ``loss_rank`` (ordered by ``rank_target`` when the step
+        ``ranks``), ``loss_overlap`` and ``loss_area``."""
         proposal_target = sample_target = None
-        if self.sppn_head.ranks(with_samples=student.sample_boxes is not None):
+        if ranks:
             proposal_target, sample_target = self.rank_target(RankingBatch(
                 inputs, labels, student.boxes, student.sample_boxes, part_ce,
                 lambda images: self.classify_part_images(images, clean_bn_stats),
